@@ -1,0 +1,131 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { eventually, runOk } from "./exec.js";
+import type { StackEnv } from "./stack-env.js";
+
+/** A short random suffix so concurrent and repeated runs never share SPIFFE IDs or Vault paths. */
+export function nonce(): string {
+  return randomBytes(6).toString("hex");
+}
+
+/** spire-server CLI against the bench's admin socket (JSON output). */
+export async function spireServer(env: StackEnv, args: string[]): Promise<unknown> {
+  const out = await runOk(env.spire.server_bin, [
+    ...args,
+    "-socketPath",
+    env.spire.admin_socket,
+    "-output",
+    "json",
+  ]);
+  return out.trim() ? JSON.parse(out) : undefined;
+}
+
+/**
+ * A spire-agent started with a fresh join token, for tests. Its node SPIFFE ID is `agentId`.
+ * stop() kills it, evicts it and deletes the entries the test registered under it.
+ */
+export class TestAgent {
+  private constructor(
+    private readonly env: StackEnv,
+    readonly dir: string,
+    readonly agentId: string,
+    readonly socket: string,
+    /** The agent's own ID, from its join token; agentId is an alias of it. */
+    readonly nodeId: string,
+    private readonly child: ChildProcess,
+    private readonly entryIds: string[] = [],
+  ) {}
+
+  static async start(env: StackEnv, agentId: string): Promise<TestAgent> {
+    const dir = await mkdtemp(join(tmpdir(), "hpcs-agent-"));
+    const token = (await spireServer(env, ["token", "generate", "-spiffeID", agentId, "-ttl", "300"])) as {
+      value: string;
+    };
+    const socket = join(dir, "agent.sock");
+    await writeFile(
+      join(dir, "agent.conf"),
+      `agent {
+  data_dir = "${dir}/data"
+  log_level = "INFO"
+  server_address = "${env.spire.server_address}"
+  server_port = "${env.spire.server_port}"
+  socket_path = "${socket}"
+  trust_bundle_path = "${env.spire.bundle}"
+  trust_domain = "${env.trust_domain}"
+  join_token = "${token.value}"
+}
+plugins {
+  NodeAttestor "join_token" {
+    plugin_data {}
+  }
+  KeyManager "memory" {
+    plugin_data {}
+  }
+  WorkloadAttestor "unix" {
+    plugin_data {}
+  }
+}
+`,
+    );
+    const child = spawn(env.spire.agent_bin, ["run", "-config", join(dir, "agent.conf")], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    const nodeId = `spiffe://${env.trust_domain}/spire/agent/join_token/${token.value}`;
+    const agent = new TestAgent(env, dir, agentId, socket, nodeId, child);
+    await eventually("spire-agent healthy", 30_000, () =>
+      runOk(env.spire.agent_bin, ["healthcheck", "-socketPath", socket]),
+    );
+    return agent;
+  }
+
+  /** Registers a workload entry parented to this agent; removed again by stop(). */
+  async register(spiffeId: string, selectors: string[]): Promise<string> {
+    const args = ["entry", "create", "-parentID", this.agentId, "-spiffeID", spiffeId];
+    for (const s of selectors) args.push("-selector", s);
+    const res = (await spireServer(this.env, args)) as { results: { entry: { id: string } }[] };
+    const id = res.results[0]?.entry.id;
+    if (!id) throw new Error(`entry create returned no id: ${JSON.stringify(res)}`);
+    this.entryIds.push(id);
+    return id;
+  }
+
+  /** Fetches a JWT-SVID through the agent's Workload API, waiting for the entry to sync. */
+  async fetchJwt(audience: string, spiffeId?: string): Promise<string> {
+    return eventually("JWT-SVID", 60_000, async () => {
+      const args = [
+        "api",
+        "fetch",
+        "jwt",
+        "-audience",
+        audience,
+        "-socketPath",
+        this.socket,
+        "-output",
+        "json",
+      ];
+      if (spiffeId) args.push("-spiffeID", spiffeId);
+      const out = JSON.parse(await runOk(this.env.spire.agent_bin, args)) as { svids?: { svid: string }[] }[];
+      const svid = out.flatMap((o) => o.svids ?? [])[0]?.svid;
+      if (!svid) throw new Error(`no svid in ${JSON.stringify(out)}`);
+      return svid;
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.child.kill("SIGTERM");
+    // The alias entry (agentId) that `token generate -spiffeID` made is parented to the node ID.
+    const aliases = (await spireServer(this.env, ["entry", "show", "-parentID", this.nodeId]).catch(
+      () => ({}),
+    )) as {
+      entries?: { id: string }[];
+    };
+    for (const id of [...this.entryIds, ...(aliases.entries ?? []).map((e) => e.id)]) {
+      await spireServer(this.env, ["entry", "delete", "-entryID", id]).catch(() => undefined);
+    }
+    await spireServer(this.env, ["agent", "evict", "-spiffeID", this.nodeId]).catch(() => undefined);
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
