@@ -478,6 +478,9 @@ cmd_status() {
   return $bad
 }
 
+# Sourcing (for debugging one component) defines the functions without running a command.
+[[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
+
 case ${1:-} in
   up) cmd_up ;;
   down) shift; cmd_down "$@" ;;
