@@ -103,6 +103,14 @@ install_packages() {
     die "apt-get install failed (see $LOGS/apt.log)"
 }
 
+# all_tools_built GO.MOD -> true when every `tool` package of the module has its binary in $BIN.
+all_tools_built() {
+  local t
+  while read -r t; do
+    [[ -x $BIN/$(basename "$t") ]] || return 1
+  done < <(awk '/^tool \(/ { b = 1; next } b && /^\)/ { b = 0 } b { print $1 } /^tool [^(]/ { print $2 }' "$1")
+}
+
 # Each stack/go/<module> pins upstream tools with go.mod `tool` lines. A build is redone only
 # when its go.mod/go.sum change (the stamp holds their hash).
 build_go() {
@@ -112,7 +120,7 @@ build_go() {
     mod=${mod%/}
     hash=$(cat "$mod/go.mod" "$mod/go.sum" | sha256sum | cut -c1-16)
     stamp=$BIN/.$(basename "$mod").stamp
-    if [[ -f $stamp && $(<"$stamp") == "$hash" ]]; then continue; fi
+    if [[ -f $stamp && $(<"$stamp") == "$hash" ]] && all_tools_built "$mod/go.mod"; then continue; fi
     log "building $(basename "$mod") tools (first time only; SPIRE and Vault take several minutes)"
     (cd "$mod" && GOBIN=$BIN go install -trimpath tool) >"$LOGS/go-$(basename "$mod").log" 2>&1 ||
       die "go build of $(basename "$mod") failed (see $LOGS/go-$(basename "$mod").log)"
@@ -269,7 +277,8 @@ EOF
     (umask 077 && vault_cli operator init -key-shares=1 -key-threshold=1 -format=json >"$d/init.json.tmp")
     mv "$d/init.json.tmp" "$d/init.json"
   fi
-  if vault_cli status -format=json | jq -e .sealed >/dev/null; then
+  # `vault status` exits 2 while sealed, so read the answer rather than the exit code.
+  if [[ $( (vault_cli status -format=json || true) | jq -r .sealed) == true ]]; then
     vault_cli operator unseal "$(jq -r '.unseal_keys_b64[0]' "$d/init.json")" >/dev/null
   fi
   wait_for "vault active" 60 vault_cli read -format=json sys/health
