@@ -32,9 +32,10 @@ const RULES: Record<NameKind, Rule> = {
     pattern: /^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.)){0,127}$/,
     hint: "letters, digits, '.', '_' or '-' (no '..'), starting with a letter or digit, at most 128, e.g. dataset-1",
   },
+  // Ends in a letter or digit: it becomes part of Vault role names, which must.
   client: {
-    pattern: /^[a-z0-9][a-z0-9-]{0,62}$/,
-    hint: "lower-case letters, digits or '-', at most 63, e.g. lab-42",
+    pattern: /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/,
+    hint: "lower-case letters, digits or '-' (not at either end), at most 63, e.g. lab-42",
   },
 };
 

@@ -33,6 +33,12 @@ describe("names", () => {
     });
   }
 
+  it("refuses client ids that cannot end a Vault role name", () => {
+    assert.equal(isValidName("client", "lab-"), false);
+    assert.equal(isValidName("client", "-lab"), false);
+    assert.equal(isValidName("client", "a"), true);
+  });
+
   it("refuses secret names that could escape their Vault path", () => {
     for (const v of ["..", "a..b", "../x", "a/b", ".hidden", "a b", "a*", "", "x".repeat(129)]) {
       assert.equal(isValidName("secret", v), false, JSON.stringify(v));
