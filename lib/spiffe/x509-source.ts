@@ -60,6 +60,7 @@ export class X509Source {
   /** Resolves with the first SVID; rejects after timeoutMs, on close, or on a fatal error. */
   waitReady(timeoutMs: number): Promise<X509Svid> {
     return new Promise((ok, fail) => {
+      // eslint-disable-next-line prefer-const -- check() may run (and clear it) before it is set
       let timer: NodeJS.Timeout | undefined;
       const check = (): boolean => {
         let err: Error | undefined;

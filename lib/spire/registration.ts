@@ -124,7 +124,7 @@ export class InvalidRegistrationError extends Error {
 const SELECTOR_TYPE = /^[A-Za-z0-9_-]{1,64}$/;
 // Values are opaque to SPIRE (paths, k8s labels, …) so only what can confuse a log line,
 // a terminal or a line-oriented tool is refused: C0/C1 controls, DEL, line/paragraph separators.
-// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 const MAX_SELECTOR_VALUE = 1024;
 // The character set SPIRE's datastore accepts for entry IDs.

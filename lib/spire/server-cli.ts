@@ -97,7 +97,7 @@ export interface SpireServerCliOptions {
 
 // What no shell would expand, split or redirect.
 const SHELL_INERT = /^[A-Za-z0-9._/:=@%+,-]+$/;
-// biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+// eslint-disable-next-line no-control-regex -- refusing control characters is the point
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
 /** The full argv for one CLI call; element 0 is the program. Pure, so it can be tested alone. */

@@ -258,8 +258,7 @@ export class VaultClient {
     if (body !== undefined) options.json = body;
     try {
       const res = (await this.nv.request(options as { path: string; method: string })) as
-        | Record<string, unknown>
-        | undefined;
+        Record<string, unknown> | undefined;
       return res ?? {};
     } catch (err) {
       const e = toVaultError(operation, path, err, this.config);

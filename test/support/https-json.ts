@@ -2,7 +2,7 @@ import { request } from "node:https";
 
 export interface JsonResponse {
   status: number;
-  // biome-ignore lint/suspicious/noExplicitAny: test helper returns raw JSON bodies
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- test helper returns raw JSON bodies
   body: any;
 }
 

@@ -39,7 +39,6 @@ describe("command argv (pre-command)", () => {
     "a && b",
     "a & b",
     "echo $HOME",
-    // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, on purpose
     "echo ${HOME}",
     "a `id`",
     "a $(id)",

@@ -11,7 +11,7 @@ import { defaultProtoDir, SpireServerClient } from "../../../../lib/spire/server
 // A fake SPIRE server on a unix socket, built from the same protos, to pin down what the client
 // sends (method paths, chunking, paging, deadlines); the real server is exercised in test/integration.
 
-// biome-ignore lint/suspicious/noExplicitAny: decoded proto messages and grpc-js handlers are untyped here
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- decoded proto messages and grpc-js handlers are untyped here
 type Msg = any;
 type Handler = (req: Msg) => Msg;
 
