@@ -36,6 +36,8 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
         stderr: Buffer.concat(err).toString("utf8"),
       }),
     );
+    // A command that exits without reading its stdin makes the write fail with EPIPE: not an error.
+    child.stdin.on("error", () => undefined);
     child.stdin.end(opts.input ?? "");
   });
 }

@@ -21,6 +21,9 @@ describe("stack: gocryptfs and GnuPG", () => {
   });
   afterEach(async () => {
     await run("fusermount3", ["-u", "-z", join(dir, "plain")]);
+    // gpg starts a gpg-agent per home directory; it must not outlive the test.
+    for (const home of ["gnupg", "other"])
+      await run("gpgconf", ["--homedir", join(dir, home), "--kill", "all"]);
     await rm(dir, { recursive: true, force: true });
   });
 
