@@ -30,6 +30,8 @@ export interface PolicyOptions {
 export interface ServerPolicyOptions {
   /** jwt auth mount, default "jwt". */
   jwtMount?: string;
+  /** kv-v2 mount, default "kv". */
+  kvMount?: string;
   /** The server's own role (and policy) name, `[vault] server-role`; default "hpcs-server". */
   serverRole?: string;
 }
@@ -83,6 +85,7 @@ export function grantPolicy(clientId: string, secret: string, opts: PolicyOption
 /** What the hpcs server needs to manage client and grant roles and policies, and no more. */
 export function serverPolicy(opts: ServerPolicyOptions = {}): string {
   const jwt = checkMount("jwt mount", opts.jwtMount ?? "jwt");
+  const kv = checkMount("kv mount", opts.kvMount ?? "kv");
   const self = checkVaultName("server role name", opts.serverRole ?? "hpcs-server");
   const caps = SERVER_CAPABILITIES.map((c) => `"${c}"`).join(", ");
   const lines = [
@@ -92,6 +95,16 @@ export function serverPolicy(opts: ServerPolicyOptions = {}): string {
     `}`,
     ``,
     `path "sys/policies/acl/hpcs-*" {`,
+    `  capabilities = [${caps}]`,
+    `}`,
+    ``,
+    `# Its own records (enrollments, node tokens, grant index), written with check-and-set.`,
+    `path "${kv}/data/hpcs-server/*" {`,
+    `  capabilities = ["create", "read", "update"]`,
+    `}`,
+    ``,
+    `# Secret metadata only (grant expiry, revoke --delete-secret); never the secrets' data.`,
+    `path "${kv}/metadata/hpcs/*" {`,
     `  capabilities = [${caps}]`,
     `}`,
     ``,

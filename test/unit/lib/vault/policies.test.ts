@@ -50,7 +50,7 @@ describe("vault policies", () => {
     assert.throws(() => clientPolicy("a", { kvMount: "../sys" }), InvalidVaultPathError);
   });
 
-  it("server policy: hpcs-* roles and policies only, and not its own", () => {
+  it("server policy: hpcs-* roles and policies, its own records and secret metadata, never secret data", () => {
     const caps = '  capabilities = ["create", "read", "update", "delete"]';
     assert.equal(
       serverPolicy(),
@@ -61,6 +61,16 @@ describe("vault policies", () => {
         "}",
         "",
         'path "sys/policies/acl/hpcs-*" {',
+        caps,
+        "}",
+        "",
+        "# Its own records (enrollments, node tokens, grant index), written with check-and-set.",
+        'path "kv/data/hpcs-server/*" {',
+        '  capabilities = ["create", "read", "update"]',
+        "}",
+        "",
+        "# Secret metadata only (grant expiry, revoke --delete-secret); never the secrets' data.",
+        'path "kv/metadata/hpcs/*" {',
         caps,
         "}",
         "",
@@ -78,7 +88,7 @@ describe("vault policies", () => {
     const other = serverPolicy({ serverRole: "site-hpcs", jwtMount: "spire-jwt" });
     assert.match(other, /path "auth\/spire-jwt\/role\/hpcs-\*"/);
     assert.doesNotMatch(other, /deny/);
-    assert.doesNotMatch(serverPolicy(), /sudo|role\/\*"|acl\/\*"|kv\//);
+    assert.doesNotMatch(serverPolicy(), /sudo|role\/\*"|acl\/\*"|kv\/data\/hpcs\/|kv\/\*/);
   });
 
   it("grant names are unambiguous across clients and distinct for secrets that differ only in case", () => {
