@@ -1,0 +1,111 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { eventually, runOk } from "./exec.js";
+import { spireServer } from "./spire.js";
+import type { StackEnv } from "./stack-env.js";
+
+/**
+ * A real spire-agent started from a join token the code under test handed out (e.g. registerClient's),
+ * the way a client starts its agent. stop() kills it, deletes the alias entries SPIRE made for the
+ * token (parented to the agent's node ID) and evicts it, so nothing of it outlives the test.
+ */
+export class AgentWithToken {
+  private constructor(
+    private readonly env: StackEnv,
+    readonly dir: string,
+    readonly socket: string,
+    /** spiffe://<td>/spire/agent/join_token/<token>. */
+    readonly nodeId: string,
+    private readonly child: ChildProcess,
+  ) {}
+
+  static async start(env: StackEnv, joinToken: string): Promise<AgentWithToken> {
+    if (!/^[A-Za-z0-9-]{1,128}$/.test(joinToken)) throw new Error("join token is not a SPIRE token");
+    const dir = await mkdtemp(join(tmpdir(), "hpcs-client-agent-"));
+    const socket = join(dir, "agent.sock");
+    await writeFile(
+      join(dir, "agent.conf"),
+      `agent {
+  data_dir = "${dir}/data"
+  log_level = "WARN"
+  server_address = "${env.spire.server_address}"
+  server_port = "${env.spire.server_port}"
+  socket_path = "${socket}"
+  trust_bundle_path = "${env.spire.bundle}"
+  trust_domain = "${env.trust_domain}"
+  join_token = "${joinToken}"
+}
+plugins {
+  NodeAttestor "join_token" {
+    plugin_data {}
+  }
+  KeyManager "memory" {
+    plugin_data {}
+  }
+  WorkloadAttestor "unix" {
+    plugin_data {}
+  }
+}
+`,
+    );
+    const child = spawn(env.spire.agent_bin, ["run", "-config", join(dir, "agent.conf")], {
+      stdio: ["ignore", "ignore", "ignore"],
+    });
+    const agent = new AgentWithToken(
+      env,
+      dir,
+      socket,
+      `spiffe://${env.trust_domain}/spire/agent/join_token/${joinToken}`,
+      child,
+    );
+    try {
+      await eventually("spire-agent healthy", 30_000, () =>
+        runOk(env.spire.agent_bin, ["healthcheck", "-socketPath", socket]),
+      );
+    } catch (err) {
+      await agent.stop();
+      throw err;
+    }
+    return agent;
+  }
+
+  /** A JWT-SVID for `spiffeId` and `audience`, waiting for the entry to reach the agent. */
+  async fetchJwt(audience: string, spiffeId: string): Promise<string> {
+    return eventually("JWT-SVID", 60_000, async () => {
+      const out = JSON.parse(
+        await runOk(this.env.spire.agent_bin, [
+          "api",
+          "fetch",
+          "jwt",
+          "-audience",
+          audience,
+          "-spiffeID",
+          spiffeId,
+          "-socketPath",
+          this.socket,
+          "-output",
+          "json",
+        ]),
+      ) as { svids?: { svid: string }[] }[];
+      const svid = out.flatMap((o) => o.svids ?? [])[0]?.svid;
+      if (!svid) throw new Error(`no svid in ${JSON.stringify(out)}`);
+      return svid;
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.child.kill("SIGTERM");
+    const aliases = (await spireServer(this.env, ["entry", "show", "-parentID", this.nodeId]).catch(
+      () => ({}),
+    )) as {
+      entries?: { id: string }[];
+    };
+    for (const e of aliases.entries ?? []) {
+      await spireServer(this.env, ["entry", "delete", "-entryID", e.id]).catch(() => undefined);
+    }
+    await spireServer(this.env, ["agent", "evict", "-spiffeID", this.nodeId]).catch(() => undefined);
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
