@@ -1,0 +1,186 @@
+/**
+ * `hpcs-server`: the server's command line.
+ *
+ *   hpcs-server serve --config <ini> [--log-level <level>] [--insecure] [--grpc-port <port>]
+ *   hpcs-server enroll <client-name> --config <ini> [--ttl <duration>] [--json] [--force]
+ *
+ * The service and the enrollment function are injected (the composition root builds them from the
+ * config), so this file only parses, loads the config, starts/stops the transports and prints.
+ * Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error; errors are one line on stderr.
+ */
+
+import { Command, CommanderError, Option } from "commander";
+import { ConfigError } from "../lib/config/ini-file.js";
+import { loadServerConfig, type ServerConfig } from "../lib/config/server-config.js";
+import { createLogger, LOG_LEVELS, type Logger } from "../lib/log.js";
+import { InvalidNameError, validateName } from "../lib/names.js";
+import type { DestinationStream, Level } from "pino";
+import { type HpcsService, ServiceError } from "./service/types.js";
+import { InsecureNotAllowedError, type ServerHandle, startServer } from "./transport/start-server.js";
+
+export { startServer } from "./transport/start-server.js";
+export type { ServerHandle, StartOptions } from "./transport/start-server.js";
+
+/**
+ * What `hpcs-server enroll` prints: the one-time secret the client registers with. Structurally the
+ * EnrollResult of server/service/enrollment.ts (`Enrollments.enroll`), so its bound method fits EnrollFn.
+ */
+export interface EnrollmentResult {
+  clientName: string;
+  secret: string;
+  expiresAt: Date;
+}
+
+/**
+ * Issues (or replaces) the enrollment secret of `clientName`, valid for `ttlSeconds`; `force` re-enrolls
+ * an already registered client.
+ */
+export type EnrollFn = (
+  clientName: string,
+  ttlSeconds: number,
+  opts: { force?: boolean },
+) => Promise<EnrollmentResult>;
+
+export interface CliDeps {
+  createService(config: ServerConfig, logger: Logger): HpcsService | Promise<HpcsService>;
+  createEnroll(config: ServerConfig, logger: Logger): EnrollFn | Promise<EnrollFn>;
+  stdout?: (text: string) => void;
+  stderr?: (text: string) => void;
+  /** Where server logs go (default stdout). */
+  logDestination?: DestinationStream;
+  /** Resolves when `serve` should stop; default: SIGINT or SIGTERM. */
+  waitForShutdown?: (handle: ServerHandle) => Promise<void>;
+}
+
+export const DEFAULT_ENROLL_TTL = "24h";
+const MIN_TTL_SECONDS = 60;
+const MAX_TTL_SECONDS = 30 * 24 * 3600;
+
+class UsageError extends Error {}
+
+/** "90s", "15m", "24h", "7d" or plain seconds → seconds (60 s … 30 d). */
+export function parseDuration(text: string, field = "--ttl"): number {
+  const m = /^(\d{1,7})([smhd]?)$/.exec(text.trim());
+  const unit = { "": 1, s: 1, m: 60, h: 3600, d: 86400 }[m?.[2] ?? ""] ?? 1;
+  const secs = m ? Number(m[1]) * unit : NaN;
+  if (!m || secs < MIN_TTL_SECONDS || secs > MAX_TTL_SECONDS) {
+    throw new UsageError(
+      `${field}: ${JSON.stringify(text)} is not a duration between 60s and 30d; use e.g. 90s, 15m, 24h or 7d`,
+    );
+  }
+  return secs;
+}
+
+function oneLine(text: string): string {
+  return (text.split("\n").find((l) => l.trim() !== "") ?? "error").trim();
+}
+
+function defaultShutdown(): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = () => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      resolve();
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
+}
+
+export function buildProgram(deps: CliDeps, out: (t: string) => void, err: (t: string) => void): Command {
+  const program = new Command("hpcs-server")
+    .description("hpcs server: SPIRE identities and Vault roles for confidential HPC jobs")
+    .exitOverride()
+    .showSuggestionAfterError(false)
+    .configureOutput({ writeOut: out, writeErr: err });
+
+  program
+    .command("serve")
+    .description("serve the gRPC API, the JSON/HTTP API and the original's /api routes")
+    .requiredOption("--config <ini>", "server configuration (INI)")
+    .addOption(new Option("--log-level <level>", "log level").choices([...LOG_LEVELS]).default("info"))
+    .option("--insecure", "allow plaintext when tls-cert/tls-key are unset (test benches only)", false)
+    .option("--grpc-port <port>", "gRPC port (default: the listen port + 1)")
+    .action(async (opts: { config: string; logLevel: Level; insecure: boolean; grpcPort?: string }) => {
+      const config = loadServerConfig(opts.config);
+      let grpcPort: number | undefined;
+      if (opts.grpcPort !== undefined) {
+        grpcPort = Number(opts.grpcPort);
+        if (!/^\d{1,5}$/.test(opts.grpcPort) || grpcPort > 65535) {
+          throw new UsageError(`--grpc-port: ${JSON.stringify(opts.grpcPort)} is not a port; use 0-65535`);
+        }
+      }
+      const logger = createLogger({
+        level: opts.logLevel,
+        ...(deps.logDestination ? { destination: deps.logDestination } : {}),
+      });
+      if (!config.hpcsServer.tls && !opts.insecure) throw new InsecureNotAllowedError();
+      const service = await deps.createService(config, logger);
+      const handle = await startServer(config, service, logger, {
+        insecure: opts.insecure,
+        ...(grpcPort !== undefined ? { grpc: { host: config.hpcsServer.listen.host, port: grpcPort } } : {}),
+      });
+      await (deps.waitForShutdown ?? defaultShutdown)(handle);
+      logger.info("shutting down");
+      await handle.close();
+    });
+
+  program
+    .command("enroll")
+    .description("issue a one-time enrollment secret for a client (prints it once)")
+    .argument("<client-name>", "the client's name; becomes its client id")
+    .requiredOption("--config <ini>", "server configuration (INI)")
+    .option("--ttl <duration>", "how long the secret stays valid (e.g. 15m, 24h, 7d)", DEFAULT_ENROLL_TTL)
+    .option("--json", "print one JSON object", false)
+    .option("--force", "re-enroll a client that is already registered", false)
+    .action(async (name: string, opts: { config: string; ttl: string; json: boolean; force: boolean }) => {
+      validateName("client", name);
+      const ttl = parseDuration(opts.ttl);
+      const config = loadServerConfig(opts.config);
+      const logger = createLogger({
+        level: "warn",
+        ...(deps.logDestination ? { destination: deps.logDestination } : {}),
+      });
+      const enroll = await deps.createEnroll(config, logger);
+      const r = await enroll(name, ttl, opts.force ? { force: true } : {});
+      if (opts.json) {
+        out(
+          `${JSON.stringify({ clientName: r.clientName, enrollmentSecret: r.secret, expiresAt: r.expiresAt.toISOString() })}\n`,
+        );
+      } else {
+        out(
+          `client:            ${r.clientName}\n` +
+            `enrollment secret: ${r.secret}\n` +
+            `expires:           ${r.expiresAt.toISOString()}\n` +
+            "Shown once: hand it to the client over a trusted channel; it registers with it once.\n",
+        );
+      }
+    });
+
+  return program;
+}
+
+/** Runs the CLI on `argv` (without node and script) and returns the exit code. */
+export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
+  const out = deps.stdout ?? ((t: string) => void process.stdout.write(t));
+  const err = deps.stderr ?? ((t: string) => void process.stderr.write(t));
+  // Commander prints its own (one-line) usage errors through writeErr.
+  const program = buildProgram(deps, out, (t) => err(`${oneLine(t)}\n`));
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      return e.code === "commander.helpDisplayed" || e.code === "commander.version" ? 0 : 2;
+    }
+    const usage =
+      e instanceof ConfigError ||
+      e instanceof UsageError ||
+      e instanceof InvalidNameError ||
+      e instanceof InsecureNotAllowedError ||
+      (e instanceof ServiceError && e.code === "invalid_argument");
+    const msg = e instanceof Error ? e.message : String(e);
+    err(`hpcs-server: ${oneLine(msg)}\n`);
+    return usage ? 2 : 1;
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * Starts both transports around one HpcsService: JSON/HTTP (with the original's routes) on
+ * `[hpcs-server] listen` — the port the original served and old clients' `[hpcs-server] url` points at —
+ * and gRPC on the next port up unless told otherwise. TLS from `[hpcs-server] tls-cert` / `tls-key`;
+ * without them both refuse to start unless `insecure` is passed explicitly.
+ */
+
+import type { ServerConfig } from "../../lib/config/server-config.js";
+import type { Logger } from "../../lib/log.js";
+import type { HpcsService } from "../service/types.js";
+import { startGrpcServer } from "./grpc-server.js";
+import { startHttpServer } from "./http-server.js";
+
+export interface Listen {
+  host: string;
+  port: number;
+}
+
+export interface StartOptions {
+  /** Default: config listen. */
+  http?: Listen;
+  /** Default: config listen host, port + 1. */
+  grpc?: Listen;
+  /** Plaintext on both transports; only for test benches, never the default. */
+  insecure?: boolean;
+}
+
+export interface ServerHandle {
+  httpPort: number;
+  grpcPort: number;
+  tls: boolean;
+  close(): Promise<void>;
+}
+
+export class InsecureNotAllowedError extends Error {
+  constructor() {
+    super(
+      "[hpcs-server] tls-cert and tls-key are not set; set them (PEM files) or pass --insecure for a plaintext test bench",
+    );
+    this.name = "InsecureNotAllowedError";
+  }
+}
+
+export async function startServer(
+  config: ServerConfig,
+  service: HpcsService,
+  logger: Logger,
+  opts: StartOptions = {},
+): Promise<ServerHandle> {
+  const tls = config.hpcsServer.tls;
+  if (!tls && opts.insecure !== true) throw new InsecureNotAllowedError();
+  const httpListen = opts.http ?? config.hpcsServer.listen;
+  const grpcListen = opts.grpc ?? {
+    host: config.hpcsServer.listen.host,
+    port: config.hpcsServer.listen.port === 65535 ? 65534 : config.hpcsServer.listen.port + 1,
+  };
+  const secure = tls ? { tls } : { insecure: true };
+  const grpcServer = await startGrpcServer(service, logger, { ...grpcListen, ...secure });
+  let httpServer;
+  try {
+    httpServer = await startHttpServer(service, logger, { ...httpListen, ...secure });
+  } catch (err) {
+    await grpcServer.close();
+    throw err;
+  }
+  logger.info(
+    {
+      http: `${httpListen.host}:${httpServer.port}`,
+      grpc: `${grpcListen.host}:${grpcServer.port}`,
+      tls: tls !== undefined,
+    },
+    tls ? "hpcs server listening" : "hpcs server listening WITHOUT TLS (--insecure)",
+  );
+  return {
+    httpPort: httpServer.port,
+    grpcPort: grpcServer.port,
+    tls: tls !== undefined,
+    close: async () => {
+      await Promise.all([httpServer.close(), grpcServer.close()]);
+    },
+  };
+}
