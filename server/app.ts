@@ -1,0 +1,182 @@
+/**
+ * The composition root: builds the real HpcsService from a ServerConfig — SPIRE through the admin
+ * socket (or the CLI behind a pre-command), Vault with the server's own login kept alive — and
+ * nothing else. Everything stateful lives in SPIRE and Vault, so two apps built from the same
+ * config behave as one (a restart loses nothing).
+ */
+
+import { readFileSync } from "node:fs";
+import type { Logger } from "pino";
+import type { ServerConfig } from "../lib/config/server-config.js";
+import { WorkloadClient } from "../lib/spiffe/workload-client.js";
+import type { SpireRegistration } from "../lib/spire/registration.js";
+import { SpireServerCli } from "../lib/spire/server-cli.js";
+import { SpireServerClient } from "../lib/spire/server-client.js";
+import { TokenKeeper } from "../lib/vault/token-keeper.js";
+import { VaultClient } from "../lib/vault/vault-client.js";
+import { CallerAuthenticator } from "./service/caller.js";
+import { ClientRegistrar } from "./service/clients.js";
+import { Enrollments } from "./service/enrollment.js";
+import { GrantService } from "./service/grants.js";
+import {
+  MungeAttestor,
+  type NodeAttestor,
+  NssGroupResolver,
+  OpenAttestor,
+  OperatorAttestor,
+} from "./service/node-attestation.js";
+import { NodeTokens } from "./service/nodes.js";
+import type { HealthResponse, HpcsService, Selector } from "./service/types.js";
+
+export const VERSION = "0.1.0";
+
+export interface ServerApp {
+  service: HpcsService;
+  enrollments: Enrollments;
+  /** Present in operator node-attestation mode: `hpcs-server node-token` issues through it. */
+  operatorTokens?: OperatorAttestor;
+  close(): Promise<void>;
+}
+
+export interface AppOptions {
+  /**
+   * How the server gets its Vault token. Default: a JWT-SVID from its spire-agent
+   * ([spire-agent] socket-path) for audience [vault] audience, logged in with [vault] server-role.
+   */
+  vaultLogin?: (vault: VaultClient) => Promise<TokenKeeper>;
+  /** Workload selectors given to a registering client that sends none. */
+  defaultClientSelectors?: Selector[];
+  /** Audience the server accepts on callers' JWT-SVIDs; default "hpcs-server". */
+  callerAudience?: string;
+  /** Join-token and alias lifetime for jobs (seconds); must cover the job's walltime. */
+  nodeTokenTtlSec?: number;
+}
+
+export function spireFor(config: ServerConfig): SpireRegistration {
+  const s = config.spireServer;
+  return s.socketPath
+    ? new SpireServerClient({ socketPath: s.socketPath })
+    : new SpireServerCli({ preCommand: s.preCommand, serverBin: s.spireServerBin });
+}
+
+/** The server's own Vault login: a JWT-SVID from its local agent, renewed or replaced before expiry. */
+export async function svidVaultLogin(
+  config: ServerConfig,
+  vault: VaultClient,
+  logger: Logger,
+): Promise<TokenKeeper> {
+  const login = async () => {
+    const workload = new WorkloadClient(config.spireAgent.socketPath);
+    try {
+      const [svid] = await workload.fetchJwtSvid({ audience: [config.vault.audience] });
+      if (!svid) throw new Error(`spire-agent at ${config.spireAgent.socketPath} issued no JWT-SVID`);
+      return await vault.loginJwt(config.vault.serverRole, svid.token);
+    } finally {
+      workload.close();
+    }
+  };
+  return TokenKeeper.start({
+    login,
+    renew: (t) => vault.renewSelf(t),
+    onEvent: (e) =>
+      e.kind === "error"
+        ? logger.warn(
+            { during: e.during, error: e.error.message, retryInMs: e.retryInMs },
+            "vault login failed",
+          )
+        : logger.info({ vault: e.kind, ttlSec: e.ttlSec }, "vault login kept alive"),
+  });
+}
+
+export async function createServerApp(
+  config: ServerConfig,
+  logger: Logger,
+  opts: AppOptions = {},
+): Promise<ServerApp> {
+  const td = config.spireServer.trustDomain;
+  const spire = spireFor(config);
+  const anonymous = new VaultClient({
+    url: config.vault.url,
+    caPem: config.vault.caFile ? readFileSync(config.vault.caFile) : undefined,
+    timeoutMs: 30_000,
+    kvMount: config.vault.kvMount,
+    jwtMount: config.vault.jwtMount,
+  });
+  const keeper = await (opts.vaultLogin ?? ((v) => svidVaultLogin(config, v, logger)))(anonymous);
+  const vault = anonymous.withToken(() => keeper.token());
+
+  const enrollments = new Enrollments({ vault });
+  const caller = new CallerAuthenticator({ spire, trustDomain: td, audience: opts.callerAudience });
+  const registrar = new ClientRegistrar({
+    config,
+    spire,
+    vault,
+    enrollments,
+    logger,
+    defaultSelectors: opts.defaultClientSelectors,
+  });
+  const grants = new GrantService({ config, spire, vault, caller });
+  const groups = new NssGroupResolver({ logger });
+  let attestor: NodeAttestor;
+  let operatorTokens: OperatorAttestor | undefined;
+  switch (config.hpcsServer.nodeAttestation) {
+    case "operator":
+      attestor = operatorTokens = new OperatorAttestor(vault, groups);
+      break;
+    case "open":
+      logger.warn(
+        { nodeAttestation: "open" },
+        "node-attestation = open: anyone may obtain a node join token",
+      );
+      attestor = new OpenAttestor(groups, logger);
+      break;
+    default:
+      attestor = new MungeAttestor();
+  }
+  const nodes = new NodeTokens({
+    spire,
+    attestor,
+    trustDomain: td,
+    agentModel: config.hpcsServer.agentModel,
+    ttlSeconds: opts.nodeTokenTtlSec,
+  });
+
+  const health = async (): Promise<HealthResponse> => {
+    const [spireOk, vaultOk] = await Promise.all([
+      spire.getBundle().then(
+        () => true,
+        () => false,
+      ),
+      keeper.fresh().then(
+        () => true,
+        () => false,
+      ),
+    ]);
+    return {
+      status: spireOk && vaultOk ? "serving" : "not_serving",
+      spire: spireOk,
+      vault: vaultOk,
+      version: VERSION,
+    };
+  };
+
+  const service: HpcsService = {
+    registerClient: (ctx, req) => registrar.registerClient(ctx, req),
+    grant: (ctx, req) => grants.grant(ctx, req),
+    revoke: (ctx, req) => grants.revoke(ctx, req),
+    listGrants: (ctx) => grants.listGrants(ctx),
+    nodeJoinToken: (ctx, req) => nodes.nodeJoinToken(ctx, req),
+    endJob: (ctx, req) => nodes.endJob(ctx, req),
+    health: () => health(),
+  };
+
+  return {
+    service,
+    enrollments,
+    operatorTokens,
+    async close() {
+      keeper.stop();
+      spire.close();
+    },
+  };
+}
