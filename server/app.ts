@@ -8,6 +8,7 @@
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import type { ServerConfig } from "../lib/config/server-config.js";
+import { SpiffeId } from "../lib/spiffe-id.js";
 import { WorkloadClient } from "../lib/spiffe/workload-client.js";
 import type { SpireRegistration } from "../lib/spire/registration.js";
 import { SpireServerCli } from "../lib/spire/server-cli.js";
@@ -26,6 +27,7 @@ import {
   OperatorAttestor,
 } from "./service/node-attestation.js";
 import { NodeTokens } from "./service/nodes.js";
+import { sweepExpiredAliases } from "./service/sweeper.js";
 import type { HealthResponse, HpcsService, Selector } from "./service/types.js";
 
 export const VERSION = "0.1.0";
@@ -35,6 +37,12 @@ export interface ServerApp {
   enrollments: Enrollments;
   /** Present in operator node-attestation mode: `hpcs-server node-token` issues through it. */
   operatorTokens?: OperatorAttestor;
+  /**
+   * Deletes expired per-job aliases this process handed out (see service/sweeper.ts) every
+   * `intervalMs`, instead of waiting for SPIRE's 5-minute prune; returns a stop function. Aliases
+   * issued before a restart are left to SPIRE's own prune.
+   */
+  startAliasSweeper(intervalMs?: number): () => void;
   close(): Promise<void>;
 }
 
@@ -44,11 +52,11 @@ export interface AppOptions {
    * ([spire-agent] socket-path) for audience [vault] audience, logged in with [vault] server-role.
    */
   vaultLogin?: (vault: VaultClient) => Promise<TokenKeeper>;
-  /** Workload selectors given to a registering client that sends none. */
+  /** Workload selectors given to a registering client that sends none; default [hpcs-server] client-selectors. */
   defaultClientSelectors?: Selector[];
-  /** Audience the server accepts on callers' JWT-SVIDs; default "hpcs-server". */
+  /** Audience the server accepts on callers' JWT-SVIDs; default [hpcs-server] caller-audience. */
   callerAudience?: string;
-  /** Join-token and alias lifetime for jobs (seconds); must cover the job's walltime. */
+  /** Join-token and alias lifetime for jobs (seconds); default [hpcs-server] node-token-ttl. */
   nodeTokenTtlSec?: number;
 }
 
@@ -106,14 +114,21 @@ export async function createServerApp(
   const vault = anonymous.withToken(() => keeper.token());
 
   const enrollments = new Enrollments({ vault });
-  const caller = new CallerAuthenticator({ spire, trustDomain: td, audience: opts.callerAudience });
+  const hs = config.hpcsServer;
+  const caller = new CallerAuthenticator({
+    spire,
+    trustDomain: td,
+    audience: opts.callerAudience ?? hs.callerAudience,
+  });
+  const defaultSelectors =
+    opts.defaultClientSelectors ?? (hs.clientSelectors.length > 0 ? hs.clientSelectors : undefined);
   const registrar = new ClientRegistrar({
     config,
     spire,
     vault,
     enrollments,
     logger,
-    defaultSelectors: opts.defaultClientSelectors,
+    ...(defaultSelectors ? { defaultSelectors } : {}),
   });
   const grants = new GrantService({ config, spire, vault, caller });
   const groups = new NssGroupResolver({ logger });
@@ -138,8 +153,10 @@ export async function createServerApp(
     attestor,
     trustDomain: td,
     agentModel: config.hpcsServer.agentModel,
-    ttlSeconds: opts.nodeTokenTtlSec,
+    ttlSeconds: opts.nodeTokenTtlSec ?? hs.nodeTokenTtlSec,
   });
+  // Alias IDs this process issued, with their expiry, for startAliasSweeper.
+  const issuedAliases = new Map<string, number>();
 
   const health = async (): Promise<HealthResponse> => {
     const [spireOk, vaultOk] = await Promise.all([
@@ -165,7 +182,13 @@ export async function createServerApp(
     grant: (ctx, req) => grants.grant(ctx, req),
     revoke: (ctx, req) => grants.revoke(ctx, req),
     listGrants: (ctx) => grants.listGrants(ctx),
-    nodeJoinToken: (ctx, req) => nodes.nodeJoinToken(ctx, req),
+    nodeJoinToken: async (ctx, req) => {
+      const r = await nodes.nodeJoinToken(ctx, req);
+      if (hs.agentModel === "per-job") {
+        for (const id of [r.agentSpiffeId, ...r.aliases]) issuedAliases.set(id, r.expiresAt.getTime());
+      }
+      return r;
+    },
     endJob: (ctx, req) => nodes.endJob(ctx, req),
     health: () => health(),
   };
@@ -174,6 +197,31 @@ export async function createServerApp(
     service,
     enrollments,
     operatorTokens,
+    startAliasSweeper(intervalMs = 30_000) {
+      let running = false;
+      const timer = setInterval(() => {
+        const now = Date.now();
+        const due = [...issuedAliases].filter(([, exp]) => exp <= now).map(([id]) => id);
+        if (running || due.length === 0) return;
+        running = true;
+        sweepExpiredAliases(
+          spire,
+          due.map((id) => SpiffeId.parse(id)),
+        )
+          .then((deleted) => {
+            for (const id of due) issuedAliases.delete(id);
+            if (deleted.length > 0) logger.info({ deleted: deleted.length }, "expired job aliases deleted");
+          })
+          .catch((err: unknown) =>
+            logger.warn({ error: (err as Error).message }, "alias sweep failed; retrying next round"),
+          )
+          .finally(() => {
+            running = false;
+          });
+      }, intervalMs);
+      timer.unref();
+      return () => clearInterval(timer);
+    },
     async close() {
       keeper.stop();
       spire.close();

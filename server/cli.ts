@@ -3,6 +3,7 @@
  *
  *   hpcs-server serve --config <ini> [--log-level <level>] [--insecure] [--grpc-port <port>]
  *   hpcs-server enroll <client-name> --config <ini> [--ttl <duration>] [--json] [--force]
+ *   hpcs-server node-token <node> <user> --config <ini> [--ttl <duration>] [--json]
  *
  * The service and the enrollment function are injected (the composition root builds them from the
  * config), so this file only parses, loads the config, starts/stops the transports and prints.
@@ -41,9 +42,18 @@ export type EnrollFn = (
   opts: { force?: boolean },
 ) => Promise<EnrollmentResult>;
 
+/** Issues a single-use operator node token for exactly (node, user), valid for ttlSeconds. */
+export type NodeTokenFn = (
+  node: string,
+  user: string,
+  ttlSeconds: number,
+) => Promise<{ token: string; expiresAt: Date }>;
+
 export interface CliDeps {
   createService(config: ServerConfig, logger: Logger): HpcsService | Promise<HpcsService>;
   createEnroll(config: ServerConfig, logger: Logger): EnrollFn | Promise<EnrollFn>;
+  /** For `node-token` (node-attestation = operator only). */
+  createNodeToken?(config: ServerConfig, logger: Logger): NodeTokenFn | Promise<NodeTokenFn>;
   stdout?: (text: string) => void;
   stderr?: (text: string) => void;
   /** Where server logs go (default stdout). */
@@ -53,6 +63,7 @@ export interface CliDeps {
 }
 
 export const DEFAULT_ENROLL_TTL = "24h";
+export const DEFAULT_NODE_TOKEN_TTL = "24h";
 const MIN_TTL_SECONDS = 60;
 const MAX_TTL_SECONDS = 30 * 24 * 3600;
 
@@ -100,7 +111,7 @@ export function buildProgram(deps: CliDeps, out: (t: string) => void, err: (t: s
     .requiredOption("--config <ini>", "server configuration (INI)")
     .addOption(new Option("--log-level <level>", "log level").choices([...LOG_LEVELS]).default("info"))
     .option("--insecure", "allow plaintext when tls-cert/tls-key are unset (test benches only)", false)
-    .option("--grpc-port <port>", "gRPC port (default: the listen port + 1)")
+    .option("--grpc-port <port>", "gRPC port (default: [hpcs-server] grpc-listen, else the listen port + 1)")
     .action(async (opts: { config: string; logLevel: Level; insecure: boolean; grpcPort?: string }) => {
       const config = loadServerConfig(opts.config);
       let grpcPort: number | undefined;
@@ -118,7 +129,9 @@ export function buildProgram(deps: CliDeps, out: (t: string) => void, err: (t: s
       const service = await deps.createService(config, logger);
       const handle = await startServer(config, service, logger, {
         insecure: opts.insecure,
-        ...(grpcPort !== undefined ? { grpc: { host: config.hpcsServer.listen.host, port: grpcPort } } : {}),
+        ...(grpcPort !== undefined
+          ? { grpc: { host: config.hpcsServer.grpcListen.host, port: grpcPort } }
+          : {}),
       });
       await (deps.waitForShutdown ?? defaultShutdown)(handle);
       logger.info("shutting down");
@@ -153,6 +166,48 @@ export function buildProgram(deps: CliDeps, out: (t: string) => void, err: (t: s
             `enrollment secret: ${r.secret}\n` +
             `expires:           ${r.expiresAt.toISOString()}\n` +
             "Shown once: hand it to the client over a trusted channel; it registers with it once.\n",
+        );
+      }
+    });
+
+  program
+    .command("node-token")
+    .description(
+      "issue a single-use node token for one compute node and one user (node-attestation = operator); prints it once",
+    )
+    .argument("<node>", "the compute node's host name")
+    .argument("<user>", "the UNIX user the job runs as")
+    .requiredOption("--config <ini>", "server configuration (INI)")
+    .option("--ttl <duration>", "how long the token stays valid (e.g. 15m, 24h, 7d)", DEFAULT_NODE_TOKEN_TTL)
+    .option("--json", "print one JSON object", false)
+    .action(async (node: string, user: string, opts: { config: string; ttl: string; json: boolean }) => {
+      validateName("node", node);
+      validateName("user", user);
+      const ttl = parseDuration(opts.ttl);
+      const config = loadServerConfig(opts.config);
+      if (config.hpcsServer.nodeAttestation !== "operator") {
+        throw new UsageError(
+          `node-token: [hpcs-server] node-attestation is ${config.hpcsServer.nodeAttestation} in ${config.source}; operator node tokens exist only with node-attestation = operator`,
+        );
+      }
+      if (!deps.createNodeToken) throw new UsageError("node-token: not available in this build");
+      const logger = createLogger({
+        level: "warn",
+        ...(deps.logDestination ? { destination: deps.logDestination } : {}),
+      });
+      const issue = await deps.createNodeToken(config, logger);
+      const r = await issue(node, user, ttl);
+      if (opts.json) {
+        out(
+          `${JSON.stringify({ node, user, operatorToken: r.token, expiresAt: r.expiresAt.toISOString() })}\n`,
+        );
+      } else {
+        out(
+          `node:           ${node}\n` +
+            `user:           ${user}\n` +
+            `operator token: ${r.token}\n` +
+            `expires:        ${r.expiresAt.toISOString()}\n` +
+            "Shown once and valid once: the job on that node, as that user, passes it as operatorToken.\n",
         );
       }
     });

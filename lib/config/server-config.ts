@@ -1,3 +1,4 @@
+import { InvalidRegistrationError, validateSelector } from "../spire/registration.js";
 import { ArgvError, parseArgv } from "./command-argv.js";
 import { type IniDocument, parseIni, readIniFile } from "./ini-file.js";
 import { checkKnownKeys, type KnownKeys, SectionReader } from "./section-reader.js";
@@ -27,6 +28,13 @@ import { checkKnownKeys, type KnownKeys, SectionReader } from "./section-reader.
  *                  node-attestation    munge | operator | open (default munge; open is the original's
  *                                 insecure "join token for anyone")
  *                  insecure-ip-identity  true | false (default false): the original's client identity by IP
+ *                  grpc-listen    host:port of the gRPC API (default: listen's host, listen's port + 1)
+ *                  caller-audience     audience callers' JWT-SVIDs must carry (default hpcs-server)
+ *                  client-selectors    space-separated type:value workload selectors given to a registering
+ *                                 client that sends none, e.g. "unix:uid:1000 docker:image_id:sha256:…"
+ *                                 (default empty: the client must send its selectors)
+ *                  node-token-ttl      lifetime of a job's join token and its aliases; must cover the
+ *                                 job's walltime (default 1h; 60s … 30d)
  *
  * `pre-command` becomes an argv array (see command-argv.ts), never a shell string.
  */
@@ -57,6 +65,13 @@ export interface ServerConfig {
     agentModel: "site" | "per-job";
     nodeAttestation: "munge" | "operator" | "open";
     insecureIpIdentity: boolean;
+    /** gRPC listen address; default listen's host and port + 1. */
+    grpcListen: { host: string; port: number };
+    callerAudience: string;
+    /** Selectors for a registering client that sends none; empty = the client must send them. */
+    clientSelectors: { type: string; value: string }[];
+    /** Join-token and alias lifetime for jobs, in seconds. */
+    nodeTokenTtlSec: number;
   };
 }
 
@@ -64,11 +79,24 @@ export const SERVER_KEYS: KnownKeys = {
   "spire-server": ["address", "port", "trust-domain", "pre-command", "spire-server-bin", "socket-path"],
   "spire-agent": ["socket-path", "spire-agent-socket"],
   vault: ["url", "server-role", "ca-file", "audience", "kv-mount", "jwt-mount"],
-  "hpcs-server": ["listen", "tls-cert", "tls-key", "agent-model", "node-attestation", "insecure-ip-identity"],
+  "hpcs-server": [
+    "listen",
+    "tls-cert",
+    "tls-key",
+    "agent-model",
+    "node-attestation",
+    "insecure-ip-identity",
+    "grpc-listen",
+    "caller-audience",
+    "client-selectors",
+    "node-token-ttl",
+  ],
 };
 
 export const DEFAULT_AGENT_SOCKET = "/tmp/spire-agent/public/api.sock";
 export const DEFAULT_LISTEN = "0.0.0.0:10080";
+export const DEFAULT_CALLER_AUDIENCE = "hpcs-server";
+export const DEFAULT_NODE_TOKEN_TTL = "1h";
 
 export function loadServerConfig(path: string): ServerConfig {
   return serverConfigFrom(readIniFile(path));
@@ -113,7 +141,7 @@ export function serverConfigFrom(doc: IniDocument): ServerConfig {
   const vault: ServerConfig["vault"] = {
     url: vaultUrl,
     serverRole: vaultName(v, "server-role", v.optString("server-role") ?? "hpcs-server"),
-    audience: audience(v, v.optString("audience") ?? "vault"),
+    audience: audience(v, "audience", v.optString("audience") ?? "vault"),
     kvMount: mount(v, "kv-mount", v.optString("kv-mount") ?? "kv"),
     jwtMount: mount(v, "jwt-mount", v.optString("jwt-mount") ?? "jwt"),
   };
@@ -128,12 +156,26 @@ export function serverConfigFrom(doc: IniDocument): ServerConfig {
   };
   if (socketPath !== undefined) spireServer.socketPath = socketPath;
 
+  const httpListen = listen(hs, "listen", DEFAULT_LISTEN);
   const hpcsServer: ServerConfig["hpcsServer"] = {
-    listen: listen(hs),
+    listen: httpListen,
     agentModel: hs.oneOf("agent-model", ["site", "per-job"] as const, "per-job"),
     nodeAttestation: hs.oneOf("node-attestation", ["munge", "operator", "open"] as const, "munge"),
     insecureIpIdentity: hs.bool("insecure-ip-identity", false),
+    grpcListen: hs.has("grpc-listen")
+      ? listen(hs, "grpc-listen", "")
+      : { host: httpListen.host, port: httpListen.port === 65535 ? 65534 : httpListen.port + 1 },
+    callerAudience: audience(
+      hs,
+      "caller-audience",
+      hs.optString("caller-audience") ?? DEFAULT_CALLER_AUDIENCE,
+    ),
+    clientSelectors: selectorList(hs, "client-selectors"),
+    nodeTokenTtlSec: duration(hs, "node-token-ttl", hs.optString("node-token-ttl") ?? DEFAULT_NODE_TOKEN_TTL),
   };
+  if (hpcsServer.grpcListen.port === httpListen.port && hpcsServer.grpcListen.host === httpListen.host) {
+    throw hs.error("grpc-listen", "same address as listen; give gRPC its own port, e.g. listen's port + 1");
+  }
   if (tlsCert !== undefined && tlsKey !== undefined) hpcsServer.tls = { certFile: tlsCert, keyFile: tlsKey };
 
   return {
@@ -158,18 +200,57 @@ function commandArgv(r: SectionReader, key: string): string[] {
   }
 }
 
-function listen(r: SectionReader): { host: string; port: number } {
-  const v = r.optString("listen") ?? DEFAULT_LISTEN;
+function listen(r: SectionReader, key: string, fallback: string): { host: string; port: number } {
+  const v = r.optString(key) ?? fallback;
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v);
   const port = Number(m?.[3]);
+  const example = key === "listen" ? "0.0.0.0:10080 or [::1]:10080" : "0.0.0.0:10081 or [::1]:10081";
   if (!m || port < 1 || port > 65535) {
+    throw r.error(key, `${JSON.stringify(v)} is not host:port; set it to e.g. ${example}`);
+  }
+  const host = r.checkHost(key, m[1] ?? m[2] ?? "", `e.g. ${example.split(" ")[0]}`);
+  return { host, port };
+}
+
+/** Space-separated `type:value` selectors (the type ends at the first ':'). */
+function selectorList(r: SectionReader, key: string): { type: string; value: string }[] {
+  const v = r.optString(key);
+  if (v === undefined || v.trim() === "") return [];
+  return v
+    .trim()
+    .split(/\s+/)
+    .map((word) => {
+      const i = word.indexOf(":");
+      if (i <= 0 || i === word.length - 1) {
+        throw r.error(
+          key,
+          `${JSON.stringify(word)} is not type:value; write space-separated selectors, e.g. unix:uid:1000 docker:image_id:sha256:…`,
+        );
+      }
+      try {
+        return { ...validateSelector({ type: word.slice(0, i), value: word.slice(i + 1) }) };
+      } catch (err) {
+        if (err instanceof InvalidRegistrationError) throw r.error(key, err.message);
+        throw err;
+      }
+    });
+}
+
+const MIN_DURATION_SEC = 60;
+const MAX_DURATION_SEC = 30 * 24 * 3600;
+
+/** "90s", "15m", "1h", "7d" or plain seconds, 60 s … 30 d. */
+function duration(r: SectionReader, key: string, v: string): number {
+  const m = /^(\d{1,7})([smhd]?)$/.exec(v.trim());
+  const unit = { "": 1, s: 1, m: 60, h: 3600, d: 86400 }[m?.[2] ?? ""] ?? 1;
+  const secs = m ? Number(m[1]) * unit : NaN;
+  if (!m || secs < MIN_DURATION_SEC || secs > MAX_DURATION_SEC) {
     throw r.error(
-      "listen",
-      `${JSON.stringify(v)} is not host:port; set it to e.g. 0.0.0.0:10080 or [::1]:10080`,
+      key,
+      `${JSON.stringify(v)} is not a duration between 60s and 30d; use e.g. 90s, 15m, 1h or 7d`,
     );
   }
-  const host = r.checkHost("listen", m[1] ?? m[2] ?? "", "e.g. 0.0.0.0:10080");
-  return { host, port };
+  return secs;
 }
 
 function vaultName(r: SectionReader, key: string, v: string): string {
@@ -192,10 +273,10 @@ function mount(r: SectionReader, key: string, v: string): string {
   return v;
 }
 
-function audience(r: SectionReader, v: string): string {
+function audience(r: SectionReader, key: string, v: string): string {
   if (!/^[A-Za-z0-9._:/-]{1,255}$/.test(v)) {
     throw r.error(
-      "audience",
+      key,
       `${JSON.stringify(v)} is not an audience; use letters, digits, '.', '_', ':', '/' or '-', e.g. vault`,
     );
   }

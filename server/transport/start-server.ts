@@ -1,7 +1,7 @@
 /**
  * Starts both transports around one HpcsService: JSON/HTTP (with the original's routes) on
  * `[hpcs-server] listen` — the port the original served and old clients' `[hpcs-server] url` points at —
- * and gRPC on the next port up unless told otherwise. TLS from `[hpcs-server] tls-cert` / `tls-key`;
+ * and gRPC on `[hpcs-server] grpc-listen` (default: the next port up). TLS from `[hpcs-server] tls-cert` / `tls-key`;
  * without them both refuse to start unless `insecure` is passed explicitly.
  */
 
@@ -19,7 +19,7 @@ export interface Listen {
 export interface StartOptions {
   /** Default: config listen. */
   http?: Listen;
-  /** Default: config listen host, port + 1. */
+  /** Default: config grpc-listen (listen host, port + 1 unless set). */
   grpc?: Listen;
   /** Plaintext on both transports; only for test benches, never the default. */
   insecure?: boolean;
@@ -50,10 +50,7 @@ export async function startServer(
   const tls = config.hpcsServer.tls;
   if (!tls && opts.insecure !== true) throw new InsecureNotAllowedError();
   const httpListen = opts.http ?? config.hpcsServer.listen;
-  const grpcListen = opts.grpc ?? {
-    host: config.hpcsServer.listen.host,
-    port: config.hpcsServer.listen.port === 65535 ? 65534 : config.hpcsServer.listen.port + 1,
-  };
+  const grpcListen = opts.grpc ?? config.hpcsServer.grpcListen;
   const secure = tls ? { tls } : { insecure: true };
   const grpcServer = await startGrpcServer(service, logger, { ...grpcListen, ...secure });
   let httpServer;

@@ -44,6 +44,10 @@ tls-key = /etc/hpcs/tls.key
 agent-model = site
 node-attestation = operator
 insecure-ip-identity = true
+grpc-listen = [::1]:9444
+caller-audience = spiffe://hpcs.test/hpcs-server
+client-selectors = unix:uid:1000  docker:image_id:sha256:0123abcd
+node-token-ttl = 12h
 `;
 
 /** Replaces `key = ...` in [section] (or appends it), or deletes it when value is undefined. */
@@ -105,6 +109,10 @@ describe("server config", () => {
         agentModel: "per-job",
         nodeAttestation: "munge",
         insecureIpIdentity: false,
+        grpcListen: { host: "0.0.0.0", port: 10081 },
+        callerAudience: "hpcs-server",
+        clientSelectors: [],
+        nodeTokenTtlSec: 3600,
       },
     });
   });
@@ -135,6 +143,13 @@ describe("server config", () => {
         agentModel: "site",
         nodeAttestation: "operator",
         insecureIpIdentity: true,
+        grpcListen: { host: "::1", port: 9444 },
+        callerAudience: "spiffe://hpcs.test/hpcs-server",
+        clientSelectors: [
+          { type: "unix", value: "uid:1000" },
+          { type: "docker", value: "image_id:sha256:0123abcd" },
+        ],
+        nodeTokenTtlSec: 12 * 3600,
       },
     });
   });
@@ -310,6 +325,48 @@ describe("server config", () => {
       '[hpcs-server] listen: "0.0.0.0:0" is not host:port; set it to e.g. 0.0.0.0:10080 or [::1]:10080',
     ],
     ["hpcs-server", "tls-cert", "/etc/tls.crt", "[hpcs-server] tls-key: set tls-cert and tls-key together"],
+    [
+      "hpcs-server",
+      "grpc-listen",
+      "10081",
+      '[hpcs-server] grpc-listen: "10081" is not host:port; set it to e.g. 0.0.0.0:10081 or [::1]:10081',
+    ],
+    [
+      "hpcs-server",
+      "grpc-listen",
+      "0.0.0.0:10080",
+      "[hpcs-server] grpc-listen: same address as listen; give gRPC its own port, e.g. listen's port + 1",
+    ],
+    [
+      "hpcs-server",
+      "caller-audience",
+      "hpcs server",
+      "[hpcs-server] caller-audience: \"hpcs server\" is not an audience; use letters, digits, '.', '_', ':', '/' or '-', e.g. vault",
+    ],
+    [
+      "hpcs-server",
+      "client-selectors",
+      "unix:uid:1000 uid1000",
+      '[hpcs-server] client-selectors: "uid1000" is not type:value; write space-separated selectors, e.g. unix:uid:1000 docker:image_id:sha256:…',
+    ],
+    [
+      "hpcs-server",
+      "client-selectors",
+      "un!x:uid:0",
+      "[hpcs-server] client-selectors: invalid selector type \"un!x\": use 1-64 letters, digits, '_' or '-', e.g. unix",
+    ],
+    [
+      "hpcs-server",
+      "node-token-ttl",
+      "10s",
+      '[hpcs-server] node-token-ttl: "10s" is not a duration between 60s and 30d; use e.g. 90s, 15m, 1h or 7d',
+    ],
+    [
+      "hpcs-server",
+      "node-token-ttl",
+      "1 hour",
+      '[hpcs-server] node-token-ttl: "1 hour" is not a duration between 60s and 30d; use e.g. 90s, 15m, 1h or 7d',
+    ],
     ["hpcs-server", "tls-key", "/etc/tls.key", "[hpcs-server] tls-cert: set tls-cert and tls-key together"],
   ];
   for (const [section, key, value, expected] of cases) {

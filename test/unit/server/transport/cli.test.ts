@@ -116,6 +116,42 @@ describe("server/cli", () => {
     assert.equal(err, "hpcs-server: vault unreachable\n");
   });
 
+  it("node-token: only with node-attestation = operator; prints the token once (text and --json)", async () => {
+    const issued: [string, string, number][] = [];
+    const d = deps();
+    d.createNodeToken = () => async (node, user, ttl) => {
+      issued.push([node, user, ttl]);
+      return { token: "node-token-abc", expiresAt: EXPIRES };
+    };
+    // munge (the default): refused, naming the key and the mode.
+    assert.equal(await runCli(["node-token", "n1", "alice", "--config", join(dir, "server.ini")], d), 2);
+    assert.equal(err.trimEnd().split("\n").length, 1);
+    assert.match(err, /node-attestation is munge .*node-attestation = operator/);
+    assert.deepEqual(issued, []);
+
+    const cfg = join(dir, "operator.ini");
+    writeFileSync(cfg, `${CONFIG}\n[hpcs-server]\nnode-attestation = operator\n`);
+    err = "";
+    assert.equal(await runCli(["node-token", "n1", "alice", "--config", cfg, "--ttl", "2h"], d), 0);
+    assert.match(out, /operator token: node-token-abc/);
+    out = "";
+    assert.equal(await runCli(["node-token", "n1", "alice", "--config", cfg, "--json"], d), 0);
+    assert.deepEqual(JSON.parse(out), {
+      node: "n1",
+      user: "alice",
+      operatorToken: "node-token-abc",
+      expiresAt: EXPIRES.toISOString(),
+    });
+    assert.deepEqual(issued, [
+      ["n1", "alice", 7200],
+      ["n1", "alice", 86400],
+    ]);
+    // Bad names: exit 2, nothing issued.
+    assert.equal(await runCli(["node-token", "n;1", "alice", "--config", cfg], d), 2);
+    assert.equal(await runCli(["node-token", "n1", "../x", "--config", cfg], d), 2);
+    assert.equal(issued.length, 2);
+  });
+
   it("parseDuration", () => {
     assert.equal(parseDuration("90s"), 90);
     assert.equal(parseDuration("60"), 60);
