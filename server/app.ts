@@ -67,12 +67,30 @@ export function spireFor(config: ServerConfig): SpireRegistration {
     : new SpireServerCli({ preCommand: s.preCommand, serverBin: s.spireServerBin });
 }
 
-/** The server's own Vault login: a JWT-SVID from its local agent, renewed or replaced before expiry. */
+/**
+ * The server's own Vault login: a JWT-SVID from its local agent, renewed or replaced before expiry.
+ * The first login is retried with backoff for up to `startupTimeoutMs` (default 60 s): at boot the
+ * agent may not have its SVID yet, and a server that exits then only adds a restart loop.
+ */
 export async function svidVaultLogin(
   config: ServerConfig,
   vault: VaultClient,
   logger: Logger,
+  startupTimeoutMs = 60_000,
 ): Promise<TokenKeeper> {
+  const deadline = Date.now() + startupTimeoutMs;
+  for (let delay = 500; ; delay = Math.min(delay * 2, 5_000)) {
+    try {
+      return await startKeeper(config, vault, logger);
+    } catch (err) {
+      if (Date.now() + delay > deadline) throw err;
+      logger.warn({ error: (err as Error).message, retryInMs: delay }, "first vault login failed; retrying");
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+function startKeeper(config: ServerConfig, vault: VaultClient, logger: Logger): Promise<TokenKeeper> {
   const login = async () => {
     const workload = new WorkloadClient(config.spireAgent.socketPath);
     try {
