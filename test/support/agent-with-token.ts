@@ -2,13 +2,13 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { eventually, runOk } from "./exec.js";
+import { eventually, run, runOk } from "./exec.js";
 import { spireServer } from "./spire.js";
 import type { StackEnv } from "./stack-env.js";
 
 /**
- * A real spire-agent started from a join token the code under test handed out (e.g. registerClient's),
- * the way a client starts its agent. stop() kills it, deletes the alias entries SPIRE made for the
+ * A real spire-agent started from a join token the code under test handed out (registerClient's, or
+ * nodeJoinToken's), the way a client or a per-job agent starts. stop() kills it, deletes the alias entries SPIRE made for the
  * token (parented to the agent's node ID) and evicts it, so nothing of it outlives the test.
  */
 export class AgentWithToken {
@@ -69,6 +69,39 @@ plugins {
       throw err;
     }
     return agent;
+  }
+
+  /**
+   * The SPIFFE IDs of every JWT-SVID this process (the caller, root in tests) gets from the agent
+   * right now; [] when the agent has none for it.
+   */
+  async jwtSpiffeIds(audience: string): Promise<string[]> {
+    const args = [
+      "api",
+      "fetch",
+      "jwt",
+      "-audience",
+      audience,
+      "-socketPath",
+      this.socket,
+      "-output",
+      "json",
+    ];
+    const r = await run(this.env.spire.agent_bin, args);
+    if (r.code !== 0) {
+      if (/no identity issued|PermissionDenied/i.test(r.stderr)) return [];
+      throw new Error(`spire-agent api fetch jwt exited ${r.code}: ${r.stderr.trim()}`);
+    }
+    const out = JSON.parse(r.stdout) as { svids?: { svid: string }[] }[];
+    return out
+      .flatMap((o) => o.svids ?? [])
+      .map((s) => {
+        const payload = s.svid.split(".")[1] ?? "";
+        return String(
+          (JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) as { sub?: string }).sub,
+        );
+      })
+      .sort();
   }
 
   /** A JWT-SVID for `spiffeId` and `audience`, waiting for the entry to reach the agent. */

@@ -14,7 +14,7 @@ import { VaultClient } from "../../../lib/vault/vault-client.js";
 import { NssGroupResolver, OperatorAttestor } from "../../../server/service/node-attestation.js";
 import { NodeTokens } from "../../../server/service/nodes.js";
 import { ServiceError } from "../../../server/service/types.js";
-import { TokenAgent } from "../../support/agent-from-token.js";
+import { AgentWithToken } from "../../support/agent-with-token.js";
 import { eventually } from "../../support/exec.js";
 import { nonce } from "../../support/spire.js";
 import { loadStackEnv, type StackEnv } from "../../support/stack-env.js";
@@ -38,7 +38,7 @@ describe("per-job node tokens: isolation between users on one node (real SPIRE +
   const grantIds: string[] = [];
   const operatorTokens: string[] = [];
   const jobs: { node: string; user: string; joinToken: string }[] = [];
-  const agents: TokenAgent[] = [];
+  const agents: AgentWithToken[] = [];
   let id: (path: string) => SpiffeId;
   let secretId: (s: string) => string;
 
@@ -108,7 +108,7 @@ describe("per-job node tokens: isolation between users on one node (real SPIRE +
   }
 
   /** Waits until `present` all arrived, then returns everything the agent handed root. */
-  async function syncedIds(agent: TokenAgent, present: string[]): Promise<string[]> {
+  async function syncedIds(agent: AgentWithToken, present: string[]): Promise<string[]> {
     return eventually("agent synced", 15_000, async () => {
       const ids = await agent.jwtSpiffeIds("vault");
       const missing = present.filter((p) => !ids.includes(p));
@@ -159,7 +159,7 @@ describe("per-job node tokens: isolation between users on one node (real SPIRE +
   });
 
   it("bob's own agent on N gets bob's and the shared group's grants, never alice's or proj-a's", async () => {
-    const agent = await TokenAgent.start(env, bobJob.joinToken);
+    const agent = await AgentWithToken.start(env, bobJob.joinToken);
     agents.push(agent);
     // Positive controls first: once they arrived, the agent has synced every entry it will get.
     const ids = await syncedIds(agent, [secretId("bob-data"), secretId("shared-data")]);
@@ -170,7 +170,7 @@ describe("per-job node tokens: isolation between users on one node (real SPIRE +
 
   it("alice's own agent on N does get alice's grant (and not bob's)", async () => {
     const res = await redeem(N, "alice", await issue(N, "alice"));
-    const agent = await TokenAgent.start(env, res.joinToken);
+    const agent = await AgentWithToken.start(env, res.joinToken);
     agents.push(agent);
     const ids = await syncedIds(agent, [
       secretId("alice-data"),
