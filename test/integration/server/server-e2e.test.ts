@@ -324,6 +324,29 @@ describe("hpcs-server end to end (real process, HTTP + gRPC)", function () {
     );
   });
 
+  it("issues a job token over /v1/nodes/token and removes its aliases at /v1/nodes/end-job", async () => {
+    const issued = await server().nodeToken(node, "bob");
+    issuedNodeTokens.push(issued.operatorToken);
+    const tok = await http("POST", "/v1/nodes/token", {
+      node,
+      user: "bob",
+      operatorToken: issued.operatorToken,
+    });
+    assert.equal(tok.status, 200, JSON.stringify(tok.body));
+    assert.equal(tok.body.agentSpiffeId, `spiffe://${env.trust_domain}/h/${node}/u/bob`);
+    nodeAliases.push(tok.body.agentSpiffeId as string, ...(tok.body.aliases as string[]));
+    assert.equal(await entriesOf("h", node, "u", "bob"), 1);
+
+    // Only the holder of the join token can end the job, and only for its own node and user.
+    refused(
+      await http("POST", "/v1/nodes/end-job", { node, user: "alice", joinToken: tok.body.joinToken }),
+      403,
+    );
+    const end = await http("POST", "/v1/nodes/end-job", { node, user: "bob", joinToken: tok.body.joinToken });
+    assert.equal(end.status, 200, JSON.stringify(end.body));
+    assert.equal(await entriesOf("h", node, "u", "bob"), 0);
+  });
+
   it("is stateless: after a restart the grant is still listed; revoke (gRPC) removes entries, role, policy", async () => {
     await server().restart();
     const list = await rpc<{ grants: GrantSummaryMsg[] }>("ListGrants", {}, await jwtA());
