@@ -3,12 +3,16 @@
  * printing its numbers beside a baseline. Scripts anyone can run, never timed unit tests.
  */
 
+import { encryptBench, ENCRYPT_USAGE } from "./encrypt.js";
 import { grantBench, GRANT_USAGE } from "./grant.js";
+import { uploadBench, UPLOAD_USAGE } from "./upload.js";
 
 type Bench = (argv: string[]) => Promise<number>;
 
 const BENCHES: Record<string, { run: Bench; usage: string }> = {
   grant: { run: grantBench, usage: GRANT_USAGE },
+  upload: { run: uploadBench, usage: UPLOAD_USAGE },
+  encrypt: { run: encryptBench, usage: ENCRYPT_USAGE },
 };
 
 function usage(): string {
