@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { eventually, run, runOk } from "./exec.js";
-import { spireServer } from "./spire.js";
+import { agentConfig, spireServer } from "./spire.js";
 import type { StackEnv } from "./stack-env.js";
 
 /**
@@ -25,31 +25,7 @@ export class AgentWithToken {
     if (!/^[A-Za-z0-9-]{1,128}$/.test(joinToken)) throw new Error("join token is not a SPIRE token");
     const dir = await mkdtemp(join(tmpdir(), "hpcs-client-agent-"));
     const socket = join(dir, "agent.sock");
-    await writeFile(
-      join(dir, "agent.conf"),
-      `agent {
-  data_dir = "${dir}/data"
-  log_level = "WARN"
-  server_address = "${env.spire.server_address}"
-  server_port = "${env.spire.server_port}"
-  socket_path = "${socket}"
-  trust_bundle_path = "${env.spire.bundle}"
-  trust_domain = "${env.trust_domain}"
-  join_token = "${joinToken}"
-}
-plugins {
-  NodeAttestor "join_token" {
-    plugin_data {}
-  }
-  KeyManager "memory" {
-    plugin_data {}
-  }
-  WorkloadAttestor "unix" {
-    plugin_data {}
-  }
-}
-`,
-    );
+    await writeFile(join(dir, "agent.conf"), agentConfig(env, dir, socket, joinToken));
     const child = spawn(env.spire.agent_bin, ["run", "-config", join(dir, "agent.conf")], {
       stdio: ["ignore", "ignore", "ignore"],
     });

@@ -11,6 +11,32 @@ export function nonce(): string {
   return randomBytes(6).toString("hex");
 }
 
+/** The HCL of a spire-agent on the bench: join_token attestation, unix workload attestor, memory keys. */
+export function agentConfig(env: StackEnv, dir: string, socket: string, joinToken: string): string {
+  return `agent {
+  data_dir = "${dir}/data"
+  log_level = "WARN"
+  server_address = "${env.spire.server_address}"
+  server_port = "${env.spire.server_port}"
+  socket_path = "${socket}"
+  trust_bundle_path = "${env.spire.bundle}"
+  trust_domain = "${env.trust_domain}"
+  join_token = "${joinToken}"
+}
+plugins {
+  NodeAttestor "join_token" {
+    plugin_data {}
+  }
+  KeyManager "memory" {
+    plugin_data {}
+  }
+  WorkloadAttestor "unix" {
+    plugin_data {}
+  }
+}
+`;
+}
+
 /** spire-server CLI against the bench's admin socket (JSON output). */
 export async function spireServer(env: StackEnv, args: string[]): Promise<unknown> {
   const out = await runOk(env.spire.server_bin, [
@@ -45,31 +71,7 @@ export class TestAgent {
       value: string;
     };
     const socket = join(dir, "agent.sock");
-    await writeFile(
-      join(dir, "agent.conf"),
-      `agent {
-  data_dir = "${dir}/data"
-  log_level = "INFO"
-  server_address = "${env.spire.server_address}"
-  server_port = "${env.spire.server_port}"
-  socket_path = "${socket}"
-  trust_bundle_path = "${env.spire.bundle}"
-  trust_domain = "${env.trust_domain}"
-  join_token = "${token.value}"
-}
-plugins {
-  NodeAttestor "join_token" {
-    plugin_data {}
-  }
-  KeyManager "memory" {
-    plugin_data {}
-  }
-  WorkloadAttestor "unix" {
-    plugin_data {}
-  }
-}
-`,
-    );
+    await writeFile(join(dir, "agent.conf"), agentConfig(env, dir, socket, token.value));
     const child = spawn(env.spire.agent_bin, ["run", "-config", join(dir, "agent.conf")], {
       stdio: ["ignore", "ignore", "pipe"],
     });

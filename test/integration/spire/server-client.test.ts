@@ -15,38 +15,14 @@ import {
 import { SpireServerCli } from "../../../lib/spire/server-cli.js";
 import { SpireServerClient } from "../../../lib/spire/server-client.js";
 import { eventually, runOk } from "../../support/exec.js";
-import { nonce } from "../../support/spire.js";
+import { agentConfig, nonce } from "../../support/spire.js";
 import { loadStackEnv, type StackEnv } from "../../support/stack-env.js";
 
 /** A spire-agent attested with the given join token; stop() kills it and removes its directory. */
 async function startAgent(env: StackEnv, token: string): Promise<{ stop: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), "hpcs-spire-test-agent-"));
   const socket = join(dir, "agent.sock");
-  await writeFile(
-    join(dir, "agent.conf"),
-    `agent {
-  data_dir = "${dir}/data"
-  log_level = "WARN"
-  server_address = "${env.spire.server_address}"
-  server_port = "${env.spire.server_port}"
-  socket_path = "${socket}"
-  trust_bundle_path = "${env.spire.bundle}"
-  trust_domain = "${env.trust_domain}"
-  join_token = "${token}"
-}
-plugins {
-  NodeAttestor "join_token" {
-    plugin_data {}
-  }
-  KeyManager "memory" {
-    plugin_data {}
-  }
-  WorkloadAttestor "unix" {
-    plugin_data {}
-  }
-}
-`,
-  );
+  await writeFile(join(dir, "agent.conf"), agentConfig(env, dir, socket, token));
   const child: ChildProcess = spawn(env.spire.agent_bin, ["run", "-config", join(dir, "agent.conf")], {
     stdio: ["ignore", "ignore", "ignore"],
   });
