@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { eventually, run, runOk } from "./exec.js";
-import { agentConfig, spireServer } from "./spire.js";
+import { agentConfig, forgetAgent } from "./spire.js";
 import type { StackEnv } from "./stack-env.js";
 
 /**
@@ -106,15 +106,7 @@ export class AgentWithToken {
 
   async stop(): Promise<void> {
     this.child.kill("SIGTERM");
-    const aliases = (await spireServer(this.env, ["entry", "show", "-parentID", this.nodeId]).catch(
-      () => ({}),
-    )) as {
-      entries?: { id: string }[];
-    };
-    for (const e of aliases.entries ?? []) {
-      await spireServer(this.env, ["entry", "delete", "-entryID", e.id]).catch(() => undefined);
-    }
-    await spireServer(this.env, ["agent", "evict", "-spiffeID", this.nodeId]).catch(() => undefined);
+    await forgetAgent(this.env, this.nodeId);
     await rm(this.dir, { recursive: true, force: true });
   }
 }

@@ -50,6 +50,20 @@ export async function spireServer(env: StackEnv, args: string[]): Promise<unknow
 }
 
 /**
+ * Removes what SPIRE holds for a join-token agent: the given entries, every entry parented to its node
+ * ID (the aliases `token generate -spiffeID` or the server made), and the attested agent itself.
+ */
+export async function forgetAgent(env: StackEnv, nodeId: string, entryIds: string[] = []): Promise<void> {
+  const aliases = (await spireServer(env, ["entry", "show", "-parentID", nodeId]).catch(() => ({}))) as {
+    entries?: { id: string }[];
+  };
+  for (const id of [...entryIds, ...(aliases.entries ?? []).map((e) => e.id)]) {
+    await spireServer(env, ["entry", "delete", "-entryID", id]).catch(() => undefined);
+  }
+  await spireServer(env, ["agent", "evict", "-spiffeID", nodeId]).catch(() => undefined);
+}
+
+/**
  * A spire-agent started with a fresh join token, for tests. Its node SPIFFE ID is `agentId`.
  * stop() kills it, evicts it and deletes the entries the test registered under it.
  */
@@ -118,16 +132,7 @@ export class TestAgent {
 
   async stop(): Promise<void> {
     this.child.kill("SIGTERM");
-    // The alias entry (agentId) that `token generate -spiffeID` made is parented to the node ID.
-    const aliases = (await spireServer(this.env, ["entry", "show", "-parentID", this.nodeId]).catch(
-      () => ({}),
-    )) as {
-      entries?: { id: string }[];
-    };
-    for (const id of [...this.entryIds, ...(aliases.entries ?? []).map((e) => e.id)]) {
-      await spireServer(this.env, ["entry", "delete", "-entryID", id]).catch(() => undefined);
-    }
-    await spireServer(this.env, ["agent", "evict", "-spiffeID", this.nodeId]).catch(() => undefined);
+    await forgetAgent(this.env, this.nodeId, this.entryIds);
     await rm(this.dir, { recursive: true, force: true });
   }
 }
