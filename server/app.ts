@@ -5,7 +5,7 @@
  * config behave as one (a restart loses nothing).
  */
 
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import type { ServerConfig } from "../lib/config/server-config.js";
 import { SpiffeId } from "../lib/spiffe-id.js";
@@ -19,16 +19,20 @@ import { CallerAuthenticator } from "./service/caller.js";
 import { ClientRegistrar } from "./service/clients.js";
 import { Enrollments } from "./service/enrollment.js";
 import { GrantService } from "./service/grants.js";
+import { MungeAttestor, NssHostResolver } from "./service/munge-attestor.js";
+import { VaultReplayGuard } from "./service/munge-replay.js";
 import {
-  MungeAttestor,
   type NodeAttestor,
   NssGroupResolver,
+  NssUidResolver,
   OpenAttestor,
   OperatorAttestor,
 } from "./service/node-attestation.js";
 import { NodeTokens } from "./service/nodes.js";
+import { SlurmJobs } from "./service/slurm-jobs.js";
 import { sweepExpiredAliases } from "./service/sweeper.js";
 import type { HealthResponse, HpcsService, Selector } from "./service/types.js";
+import { Unmunge } from "./service/unmunge.js";
 
 export const VERSION = "0.1.0";
 
@@ -164,7 +168,27 @@ export async function createServerApp(
       attestor = new OpenAttestor(groups, logger);
       break;
     default:
-      attestor = new MungeAttestor();
+      if (!existsSync(hs.munge.socket)) {
+        // A warning, not a refusal: munged may be a sidecar that comes up after the server.
+        logger.warn(
+          { mungeSocket: hs.munge.socket },
+          "node-attestation = munge but munge-socket does not exist (yet): node tokens fail until munged runs",
+        );
+      }
+      attestor = new MungeAttestor({
+        decoder: new Unmunge({ socket: hs.munge.socket, unmungeBin: hs.munge.unmungeBin }),
+        replay: new VaultReplayGuard(vault),
+        // SLURM_CONF is the one piece of the server's environment squeue gets (its env is fixed).
+        jobs: new SlurmJobs({
+          squeueBin: hs.munge.squeueBin,
+          ...(process.env.SLURM_CONF ? { slurmConf: process.env.SLURM_CONF } : {}),
+        }),
+        users: new NssUidResolver(),
+        groups,
+        hosts: new NssHostResolver(),
+        maxAgeSec: hs.munge.maxAgeSec,
+        logger,
+      });
   }
   const nodes = new NodeTokens({
     spire,

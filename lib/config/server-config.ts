@@ -1,3 +1,4 @@
+import { InvalidDurationError, parseDuration } from "../duration.js";
 import { InvalidRegistrationError, validateSelector } from "../spire/registration.js";
 import { ArgvError, parseArgv } from "./command-argv.js";
 import { type IniDocument, parseIni, readIniFile } from "./ini-file.js";
@@ -35,6 +36,10 @@ import { checkKnownKeys, type KnownKeys, SectionReader } from "./section-reader.
  *                                 (default empty: the client must send its selectors)
  *                  node-token-ttl      lifetime of a job's join token and its aliases; must cover the
  *                                 job's walltime (default 1h; 60s … 30d)
+ *                  munge-socket   munged socket of the site's realm for node-attestation = munge
+ *                                 (default /run/munge/munge.socket.2)
+ *                  unmunge-bin, squeue-bin   the programs (default unmunge, squeue; one word each)
+ *                  munge-max-age  oldest MUNGE credential accepted, by its ENCODE_TIME (default 5m; 1s … 1h)
  *
  * `pre-command` becomes an argv array (see command-argv.ts), never a shell string.
  */
@@ -72,6 +77,8 @@ export interface ServerConfig {
     clientSelectors: { type: string; value: string }[];
     /** Join-token and alias lifetime for jobs, in seconds. */
     nodeTokenTtlSec: number;
+    /** node-attestation = munge: how credentials are verified and jobs looked up. */
+    munge: { socket: string; unmungeBin: string; squeueBin: string; maxAgeSec: number };
   };
 }
 
@@ -90,6 +97,10 @@ export const SERVER_KEYS: KnownKeys = {
     "caller-audience",
     "client-selectors",
     "node-token-ttl",
+    "munge-socket",
+    "unmunge-bin",
+    "squeue-bin",
+    "munge-max-age",
   ],
 };
 
@@ -97,6 +108,8 @@ export const DEFAULT_AGENT_SOCKET = "/tmp/spire-agent/public/api.sock";
 export const DEFAULT_LISTEN = "0.0.0.0:10080";
 export const DEFAULT_CALLER_AUDIENCE = "hpcs-server";
 export const DEFAULT_NODE_TOKEN_TTL = "1h";
+export const DEFAULT_MUNGE_SOCKET = "/run/munge/munge.socket.2";
+export const DEFAULT_MUNGE_MAX_AGE = "5m";
 
 export function loadServerConfig(path: string): ServerConfig {
   return serverConfigFrom(readIniFile(path));
@@ -172,6 +185,7 @@ export function serverConfigFrom(doc: IniDocument): ServerConfig {
     ),
     clientSelectors: selectorList(hs, "client-selectors"),
     nodeTokenTtlSec: duration(hs, "node-token-ttl", hs.optString("node-token-ttl") ?? DEFAULT_NODE_TOKEN_TTL),
+    munge: mungeKeys(hs),
   };
   if (hpcsServer.grpcListen.port === httpListen.port && hpcsServer.grpcListen.host === httpListen.host) {
     throw hs.error("grpc-listen", "same address as listen; give gRPC its own port, e.g. listen's port + 1");
@@ -186,6 +200,29 @@ export function serverConfigFrom(doc: IniDocument): ServerConfig {
     },
     vault,
     hpcsServer,
+  };
+}
+
+/** [hpcs-server] munge-*: read in every mode, so a typo fails at start-up, not at the first job. */
+function mungeKeys(hs: SectionReader): ServerConfig["hpcsServer"]["munge"] {
+  const program = (key: string, fallback: string): string => {
+    const words = commandArgv(hs, key);
+    if (words.length > 1) throw hs.error(key, `one program, no arguments, e.g. /usr/bin/${fallback}`);
+    return words[0] ?? fallback;
+  };
+  const maxAge = hs.optString("munge-max-age") ?? DEFAULT_MUNGE_MAX_AGE;
+  let maxAgeSec: number;
+  try {
+    maxAgeSec = parseDuration(maxAge, 1, 3600);
+  } catch (err) {
+    if (err instanceof InvalidDurationError) throw hs.error("munge-max-age", err.message);
+    throw err;
+  }
+  return {
+    socket: hs.optPath("munge-socket") ?? DEFAULT_MUNGE_SOCKET,
+    unmungeBin: program("unmunge-bin", "unmunge"),
+    squeueBin: program("squeue-bin", "squeue"),
+    maxAgeSec,
   };
 }
 

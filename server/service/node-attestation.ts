@@ -3,7 +3,8 @@
  * before the server hands out a join token whose agent is allowed to hold …/h/N/u/U and the group
  * aliases (DESIGN "Agents and isolation"). Three modes, chosen by `[hpcs-server] node-attestation`:
  *
- *   munge     (default) Slurm's MUNGE credential: not implemented yet, refuses with a clear message.
+ *   munge     (default) Slurm's MUNGE credential made on the node, verified with the site's key, the
+ *             uid's running job asked of Slurm (munge-attestor.ts).
  *   operator  An operator pre-issues a single-use token for exactly one (node, user).
  *   open      The original's behaviour: the claimed node and user are believed. Insecure; only when
  *             configured, and every use is logged as a warning.
@@ -84,6 +85,47 @@ export class NssGroupResolver implements GroupResolver {
   }
 }
 
+/** Where a uid's user name comes from; an interface so unit tests need no real accounts. */
+export interface UidResolver {
+  /** The uid's user name, or undefined when NSS has no such uid (or its name is not a valid user name). */
+  userOf(uid: number): Promise<string | undefined>;
+}
+
+/**
+ * User names from the server's NSS (`getent passwd <uid>`, argv, no shell): the same account database
+ * the compute nodes use (LDAP/SSSD), so the uid munged vouched for on the node is the same person here.
+ */
+export class NssUidResolver implements UidResolver {
+  constructor(private readonly opts: { getentBin?: string; timeoutMs?: number } = {}) {}
+
+  userOf(uid: number): Promise<string | undefined> {
+    return new Promise((resolve, reject) => {
+      if (!Number.isSafeInteger(uid) || uid < 0) {
+        resolve(undefined);
+        return;
+      }
+      execFile(
+        this.opts.getentBin ?? "getent",
+        ["passwd", String(uid)],
+        { timeout: this.opts.timeoutMs ?? 5000, env: { PATH: "/usr/bin:/bin", LC_ALL: "C" } },
+        (err, stdout) => {
+          // getent exits 2 for "no such key"; anything else means NSS could not answer.
+          if (err) {
+            if ((err as { code?: unknown }).code === 2) resolve(undefined);
+            else
+              reject(
+                new ServiceError("unavailable", `getent passwd ${uid} failed: check NSS on the hpcs server`),
+              );
+            return;
+          }
+          const [user, , id] = (stdout.split("\n")[0] ?? "").split(":");
+          resolve(user !== undefined && id === String(uid) && isValidName("user", user) ? user : undefined);
+        },
+      );
+    });
+  }
+}
+
 /** The original's mode: anyone may claim any node and user. */
 export class OpenAttestor implements NodeAttestor {
   constructor(
@@ -100,16 +142,6 @@ export class OpenAttestor implements NodeAttestor {
       "node-attestation = open: node and user are NOT verified; any caller can obtain this user's identities",
     );
     return { node, user, groups: await this.groups.groupsOf(user) };
-  }
-}
-
-/** MUNGE is the intended default; until it exists, say so instead of silently falling back. */
-export class MungeAttestor implements NodeAttestor {
-  async attest(): Promise<AttestedNode> {
-    throw new ServiceError(
-      "failed_precondition",
-      "munge node attestation is not implemented yet; set node-attestation = operator",
-    );
   }
 }
 

@@ -113,6 +113,12 @@ describe("server config", () => {
         callerAudience: "hpcs-server",
         clientSelectors: [],
         nodeTokenTtlSec: 3600,
+        munge: {
+          socket: "/run/munge/munge.socket.2",
+          unmungeBin: "unmunge",
+          squeueBin: "squeue",
+          maxAgeSec: 300,
+        },
       },
     });
   });
@@ -150,6 +156,12 @@ describe("server config", () => {
           { type: "docker", value: "image_id:sha256:0123abcd" },
         ],
         nodeTokenTtlSec: 12 * 3600,
+        munge: {
+          socket: "/run/munge/munge.socket.2",
+          unmungeBin: "unmunge",
+          squeueBin: "squeue",
+          maxAgeSec: 300,
+        },
       },
     });
   });
@@ -396,4 +408,72 @@ describe("server config", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe("server config: node-attestation = munge keys", () => {
+  it("reads munge-socket, unmunge-bin, squeue-bin and munge-max-age", () => {
+    let t = edit(ORIGINAL, "hpcs-server", "munge-socket", "run/munge.sock");
+    t = edit(t, "hpcs-server", "unmunge-bin", "/opt/munge/bin/unmunge");
+    t = edit(t, "hpcs-server", "squeue-bin", "/opt/slurm/bin/squeue");
+    t = edit(t, "hpcs-server", "munge-max-age", "90s");
+    assert.deepEqual(parseServerConfig(t, F).hpcsServer.munge, {
+      socket: "/etc/hpcs/run/munge.sock",
+      unmungeBin: "/opt/munge/bin/unmunge",
+      squeueBin: "/opt/slurm/bin/squeue",
+      maxAgeSec: 90,
+    });
+    assert.equal(
+      parseServerConfig(edit(ORIGINAL, "hpcs-server", "munge-max-age", "1"), F).hpcsServer.munge.maxAgeSec,
+      1,
+    );
+    assert.equal(
+      parseServerConfig(edit(ORIGINAL, "hpcs-server", "munge-max-age", "1h"), F).hpcsServer.munge.maxAgeSec,
+      3600,
+    );
+  });
+
+  const cases: [string, string, string][] = [
+    [
+      "munge-max-age",
+      "0s",
+      '[hpcs-server] munge-max-age: "0s" is not a duration between 1s and 1h; use e.g. 90s, 15m, 1h or 7d',
+    ],
+    [
+      "munge-max-age",
+      "2h",
+      '[hpcs-server] munge-max-age: "2h" is not a duration between 1s and 1h; use e.g. 90s, 15m, 1h or 7d',
+    ],
+    [
+      "munge-max-age",
+      "five minutes",
+      '[hpcs-server] munge-max-age: "five minutes" is not a duration between 1s and 1h; use e.g. 90s, 15m, 1h or 7d',
+    ],
+    [
+      "unmunge-bin",
+      "unmunge -S /x",
+      "[hpcs-server] unmunge-bin: one program, no arguments, e.g. /usr/bin/unmunge",
+    ],
+    [
+      "squeue-bin",
+      "squeue --all",
+      "[hpcs-server] squeue-bin: one program, no arguments, e.g. /usr/bin/squeue",
+    ],
+    [
+      "squeue-bin",
+      "squeue $(id)",
+      "[hpcs-server] squeue-bin: '$' is a shell metacharacter; the command runs as an argv list without a shell, so write plain words (put pipelines or redirections in a wrapper script)",
+    ],
+  ];
+  it("suggests munge-socket for a typo", () => {
+    assert.match(
+      errorOf(edit(ORIGINAL, "hpcs-server", "munge-sokcet", "/x")),
+      /\[hpcs-server\] munge-sokcet: unknown key; did you mean munge-socket\? \(known in \[hpcs-server\]: .*munge-socket, unmunge-bin, squeue-bin, munge-max-age/,
+    );
+  });
+
+  for (const [key, value, expected] of cases) {
+    it(`[hpcs-server] ${key} = ${JSON.stringify(value)} -> ${expected}`, () => {
+      assert.equal(errorOf(edit(ORIGINAL, "hpcs-server", key, value)), `config ${F}: ${expected}`);
+    });
+  }
 });

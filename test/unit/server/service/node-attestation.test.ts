@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import {
   type GroupResolver,
-  MungeAttestor,
   NssGroupResolver,
   nodeTokenPath,
   OpenAttestor,
@@ -106,14 +105,6 @@ describe("OpenAttestor", () => {
     assert.deepEqual(got.groups, ["bob", "shared", "proj-b"]);
     assert.equal(warnings.length, 1);
     assert.match(warnings[0] ?? "", /NOT verified/);
-  });
-});
-
-describe("MungeAttestor", () => {
-  it("says it is not implemented and what to set instead", async () => {
-    await assert.rejects(new MungeAttestor().attest(), (err: unknown) => {
-      return code("failed_precondition")(err) && /node-attestation = operator/.test((err as Error).message);
-    });
   });
 });
 
