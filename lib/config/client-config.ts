@@ -1,4 +1,4 @@
-import { InvalidNameError, validateName } from "../names.js";
+import { InvalidNameError, type NameKind, validateName } from "../names.js";
 import { type IniDocument, parseIni, readIniFile } from "./ini-file.js";
 import { checkKnownKeys, type KnownKeys, SectionReader } from "./section-reader.js";
 
@@ -13,9 +13,21 @@ import { checkKnownKeys, type KnownKeys, SectionReader } from "./section-reader.
  *
  * New keys (all optional):
  *
+ *   [spire-server]   trust-bundle             PEM file of the SPIRE trust bundle (`spire-server bundle show`);
+ *                                             required to start the client's spire-agent
+ *                    agent-bin                the spire-agent program: a name looked up on PATH, or a path
+ *                                             (default spire-agent)
  *   [hpcs-server]    ca-file                  PEM CA for the hpcs server's TLS certificate
- *                    enrollment-secret-file   file holding the enrollment secret the operator issued
+ *                    enrollment-secret-file   file holding the enrollment secret: the bare secret, or the
+ *                                             JSON `hpcs-server enroll --json` prints; each registration
+ *                                             replaces it with the next one-time secret the server returns
+ *                    client-name              the name the operator enrolled (`hpcs-server enroll <name>`);
+ *                                             not needed when the secret file is that JSON
+ *                    audience                 audience of the JWT-SVIDs sent to the hpcs server; the
+ *                                             server's caller-audience (default hpcs-server)
  *   [vault]          ca-file                  PEM CA for Vault's TLS certificate
+ *                    audience                 audience of the JWT-SVIDs for Vault logins; the server's
+ *                                             [vault] audience (default vault)
  *   [supercomputer]  port                     SSH port of the login node (default 22)
  *                    ssh-key                  private key file (default: ssh-agent / ssh's own defaults)
  *                    known-hosts              known_hosts file to verify the login node against
@@ -26,9 +38,24 @@ import { checkKnownKeys, type KnownKeys, SectionReader } from "./section-reader.
 
 export interface ClientConfig {
   source: string;
-  spireServer: { address: string; port: number; trustDomain: string };
-  hpcsServer: { url: string; caFile?: string; enrollmentSecretFile?: string };
-  vault: { url: string; caFile?: string };
+  spireServer: {
+    address: string;
+    port: number;
+    trustDomain: string;
+    /** PEM trust bundle for the client's spire-agent; undefined = not configured (the agent cannot start). */
+    trustBundle?: string;
+    /** A program name (looked up on PATH) or an absolute path. */
+    agentBin: string;
+  };
+  hpcsServer: {
+    url: string;
+    caFile?: string;
+    enrollmentSecretFile?: string;
+    clientName?: string;
+    /** JWT-SVID audience for calls to the hpcs server. */
+    audience: string;
+  };
+  vault: { url: string; caFile?: string; audience: string };
   supercomputer: {
     address: string;
     username: string;
@@ -46,11 +73,15 @@ export interface ProxyHop {
 }
 
 export const CLIENT_KEYS: KnownKeys = {
-  "spire-server": ["address", "port", "trust-domain"],
-  "hpcs-server": ["url", "ca-file", "enrollment-secret-file"],
-  vault: ["url", "ca-file"],
+  "spire-server": ["address", "port", "trust-domain", "trust-bundle", "agent-bin"],
+  "hpcs-server": ["url", "ca-file", "enrollment-secret-file", "client-name", "audience"],
+  vault: ["url", "ca-file", "audience"],
   supercomputer: ["address", "username", "port", "ssh-key", "known-hosts", "proxy-jump"],
 };
+
+export const DEFAULT_AGENT_BIN = "spire-agent";
+export const DEFAULT_SERVER_AUDIENCE = "hpcs-server";
+export const DEFAULT_VAULT_AUDIENCE = "vault";
 
 export function loadClientConfig(path: string): ClientConfig {
   return clientConfigFrom(readIniFile(path));
@@ -69,23 +100,28 @@ export function clientConfigFrom(doc: IniDocument): ClientConfig {
 
   const hpcsServer: ClientConfig["hpcsServer"] = {
     url: hs.url("url", "the hpcs server's address, e.g. https://hpcs-server:10080"),
+    audience: audience(hs, "audience", DEFAULT_SERVER_AUDIENCE),
   };
   const hsCa = hs.optPath("ca-file");
   if (hsCa !== undefined) hpcsServer.caFile = hsCa;
   const secretFile = hs.optPath("enrollment-secret-file");
   if (secretFile !== undefined) hpcsServer.enrollmentSecretFile = secretFile;
+  const clientName = hs.optString("client-name");
+  if (clientName !== undefined) hpcsServer.clientName = checkName(hs, "client-name", "client", clientName);
 
-  const vault: ClientConfig["vault"] = { url: v.url("url", "the Vault address, e.g. https://vault:8200") };
+  const vault: ClientConfig["vault"] = {
+    url: v.url("url", "the Vault address, e.g. https://vault:8200"),
+    audience: audience(v, "audience", DEFAULT_VAULT_AUDIENCE),
+  };
   const vCa = v.optPath("ca-file");
   if (vCa !== undefined) vault.caFile = vCa;
 
-  const username = sc.string("username", "your user name on the supercomputer, e.g. alice");
-  try {
-    validateName("user", username);
-  } catch (err) {
-    if (err instanceof InvalidNameError) throw sc.error("username", err.message);
-    throw err;
-  }
+  const username = checkName(
+    sc,
+    "username",
+    "user",
+    sc.string("username", "your user name on the supercomputer, e.g. alice"),
+  );
   const supercomputer: ClientConfig["supercomputer"] = {
     address: sc.host("address", "the login node's host name, e.g. lumi.csc.fi"),
     username,
@@ -98,17 +134,59 @@ export function clientConfigFrom(doc: IniDocument): ClientConfig {
   const pj = sc.optString("proxy-jump");
   if (pj !== undefined) supercomputer.proxyJump = pj.split(",").map((hop) => proxyHop(sc, hop.trim()));
 
+  const spireServer: ClientConfig["spireServer"] = {
+    address: ss.host("address", "the SPIRE server's host name, e.g. spire.example.org"),
+    port: ss.port("port", "the SPIRE server's port", "8081"),
+    trustDomain: ss.trustDomain("trust-domain"),
+    agentBin: agentBin(ss, "agent-bin"),
+  };
+  const bundle = ss.optPath("trust-bundle");
+  if (bundle !== undefined) spireServer.trustBundle = bundle;
+
   return {
     source: doc.source,
-    spireServer: {
-      address: ss.host("address", "the SPIRE server's host name, e.g. spire.example.org"),
-      port: ss.port("port", "the SPIRE server's port", "8081"),
-      trustDomain: ss.trustDomain("trust-domain"),
-    },
+    spireServer,
     hpcsServer,
     vault,
     supercomputer,
   };
+}
+
+function checkName(r: SectionReader, key: string, kind: NameKind, value: string): string {
+  try {
+    return validateName(kind, value);
+  } catch (err) {
+    if (err instanceof InvalidNameError) throw r.error(key, err.message);
+    throw err;
+  }
+}
+
+/** The same rule as the server's audience keys, so a value one side accepts the other does too. */
+function audience(r: SectionReader, key: string, fallback: string): string {
+  const v = r.optString(key) ?? fallback;
+  if (!/^[A-Za-z0-9._:/-]{1,255}$/.test(v)) {
+    throw r.error(
+      key,
+      `${JSON.stringify(v)} is not an audience; use letters, digits, '.', '_', ':', '/' or '-', e.g. ${fallback}`,
+    );
+  }
+  return v;
+}
+
+/**
+ * A bare program name stays a name (found on PATH when it is run, like ssh or gpg); anything with a '/'
+ * is a path, resolved like the other file keys. It is run from an argv array, never by a shell.
+ */
+function agentBin(r: SectionReader, key: string): string {
+  const v = r.optString(key) ?? DEFAULT_AGENT_BIN;
+  if (v.includes("/")) return r.optPath(key) ?? v;
+  if (!/^[A-Za-z0-9_][A-Za-z0-9._+-]*$/.test(v)) {
+    throw r.error(
+      key,
+      `${JSON.stringify(v)} is not a program name or path; set it to e.g. spire-agent or /usr/local/bin/spire-agent`,
+    );
+  }
+  return v;
 }
 
 function proxyHop(r: SectionReader, hop: string): ProxyHop {

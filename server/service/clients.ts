@@ -25,10 +25,15 @@ import {
  * spiffe://<td>/c/<id>/workload, which logs in to Vault with role hpcs-client-<id> (create-only on
  * kv/data/hpcs/<id>/*).
  *
- * Order: redeem → workload entry → policy → role → join token. The join token comes last because it
- * cannot be taken back; every earlier step is undone if a later one fails (and the enrollment is
- * released), so a failure leaves no entry, policy or role that nobody asked for. Steps that found
- * something already there (a --force re-enrollment) restore what was there instead of deleting it.
+ * Order: redeem → workload entry → policy → role → join token → next enrollment secret. The join token
+ * comes last of the steps that matter because it cannot be taken back; every earlier step is undone if a
+ * later one fails (and the enrollment is released), so a failure leaves no entry, policy or role that
+ * nobody asked for and the old secret redeemable. Steps that found something already there (a --force
+ * re-enrollment) restore what was there instead of deleting it.
+ *
+ * The next enrollment secret (Enrollments.rotate) is issued after all of that succeeded, so a researcher
+ * runs data-prep again without the operator. Its failure does not fail the registration (the agent's
+ * join token is already minted): the answer then carries no next secret and the server logs a warning.
  */
 
 export type ClientVault = Pick<
@@ -49,7 +54,7 @@ export interface ClientRegistrarOptions {
   config: ServerConfig;
   spire: ClientSpire;
   vault: ClientVault;
-  enrollments: Pick<Enrollments, "redeem" | "release">;
+  enrollments: Pick<Enrollments, "redeem" | "release" | "rotate">;
   logger: WarnLogger;
   /**
    * Selectors for …/c/<id>/workload when the request names none. ServerConfig has no key for this yet;
@@ -58,6 +63,8 @@ export interface ClientRegistrarOptions {
   defaultSelectors?: Selector[];
   /** Join token TTL; default 600 s: the client starts its agent right after registering. */
   joinTokenTtlSec?: number;
+  /** Lifetime of the next enrollment secret; default ROTATION_TTL_SEC (30 days). */
+  enrollmentRotationTtlSec?: number;
 }
 
 const MAX_SELECTORS = 16;
@@ -132,7 +139,7 @@ export class ClientRegistrar {
       );
 
       const token = await this.opts.spire.createJoinToken({ ttlSeconds: this.tokenTtl, agentId });
-      return {
+      const answer: RegisterClientResponse = {
         clientId,
         agentSpiffeId: agentId.toString(),
         workloadSpiffeId: workloadId.toString(),
@@ -142,10 +149,41 @@ export class ClientRegistrar {
         secretPathPrefix: `hpcs/${clientId}/`,
         trustDomain: td,
       };
+      if (redemption) {
+        const next = await this.rotate(ctx, redemption);
+        if (next) {
+          answer.nextEnrollmentSecret = next.secret;
+          answer.nextEnrollmentExpiresAt = next.expiresAt;
+        }
+      }
+      return answer;
     } catch (err) {
       // Newest first; each undo is best effort so one failing undo does not stop the others.
       for (const step of undo.reverse()) await step().catch(() => undefined);
       throw toServiceError(err, `register client ${clientId}`);
+    }
+  }
+
+  /** The next enrollment secret, or undefined (with a warning logged) when none could be issued. */
+  private async rotate(
+    ctx: CallContext,
+    r: Redemption,
+  ): Promise<{ secret: string; expiresAt: Date } | undefined> {
+    try {
+      const next = await this.opts.enrollments.rotate(r, this.opts.enrollmentRotationTtlSec);
+      if (!next) {
+        this.opts.logger.warn(
+          { requestId: ctx.requestId, clientId: r.clientName },
+          "enrollment changed during registration (re-enrolled?); no next enrollment secret issued",
+        );
+      }
+      return next;
+    } catch (err) {
+      this.opts.logger.warn(
+        { requestId: ctx.requestId, clientId: r.clientName, error: (err as Error).message },
+        "next enrollment secret not issued; the client's next registration needs the operator",
+      );
+      return undefined;
     }
   }
 

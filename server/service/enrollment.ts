@@ -17,6 +17,11 @@ import { ServiceError } from "./types.js";
  *
  * Single use is enforced by Vault's kv check-and-set: redeem writes the "used" version with
  * `cas = <version it read>`, so of two concurrent redeems only one write succeeds.
+ *
+ * Rotation: a client that registered successfully gets a fresh one-time secret for its next
+ * registration (rotate()), so a researcher needs the operator once, not for every run. It replaces the
+ * used record with check-and-set against the redeeming version, so an operator's re-enrollment in
+ * between wins over it. Its lifetime is ROTATION_TTL_SEC unless the caller passes another.
  */
 
 /** The Vault calls enrollment needs (a fake can stand in for VaultClient in unit tests). */
@@ -56,6 +61,8 @@ const SECRET_BYTES = 32;
 const SECRET_PATTERN = /^[A-Za-z0-9_-]{43}$/;
 export const MIN_ENROLL_TTL_SEC = 60;
 export const MAX_ENROLL_TTL_SEC = 30 * 24 * 3600;
+/** Lifetime of a rotated secret: a month covers a researcher's gaps between runs. */
+export const ROTATION_TTL_SEC = 30 * 24 * 3600;
 
 export class Enrollments {
   private readonly now: () => number;
@@ -77,12 +84,7 @@ export class Enrollments {
     opts: { force?: boolean } = {},
   ): Promise<EnrollResult> {
     const name = checkClient(clientName);
-    if (!Number.isInteger(ttlSeconds) || ttlSeconds < MIN_ENROLL_TTL_SEC || ttlSeconds > MAX_ENROLL_TTL_SEC) {
-      throw new ServiceError(
-        "invalid_argument",
-        `enrollment TTL ${ttlSeconds}: use whole seconds between ${MIN_ENROLL_TTL_SEC} and ${MAX_ENROLL_TTL_SEC}`,
-      );
-    }
+    checkTtl(ttlSeconds);
     const path = this.path(name);
     try {
       if (!opts.force && (await this.opts.vault.readJwtRole(clientPolicyName(name))) !== undefined) {
@@ -92,15 +94,7 @@ export class Enrollments {
         );
       }
       const current = await this.opts.vault.kvRead(path);
-      const secret = randomBytes(SECRET_BYTES).toString("base64url");
-      const now = this.now();
-      const expiresAt = new Date(now + ttlSeconds * 1000);
-      const record: EnrollmentRecord = {
-        sha256: sha256Hex(secret),
-        expiresAt: expiresAt.toISOString(),
-        createdAt: new Date(now).toISOString(),
-        used: false,
-      };
+      const { secret, expiresAt, record } = this.freshRecord(ttlSeconds);
       await this.opts.vault.kvWrite(path, { ...record }, { cas: current?.version ?? 0 });
       return { clientName: name, secret, expiresAt };
     } catch (err) {
@@ -172,6 +166,40 @@ export class Enrollments {
     }
   }
 
+  /**
+   * Issues the next one-time secret of a client whose registration (redeemed as `r`) succeeded. Returns
+   * undefined, leaving the record alone, when it changed since the redeem (an operator enrolled the
+   * client again: that secret wins). Other failures throw ServiceError.
+   */
+  async rotate(r: Redemption, ttlSeconds = ROTATION_TTL_SEC): Promise<EnrollResult | undefined> {
+    const name = checkClient(r.clientName);
+    checkTtl(ttlSeconds);
+    const path = this.path(name);
+    try {
+      const current = await this.opts.vault.kvRead(path);
+      if (!current || current.version !== r.version) return undefined;
+      const { secret, expiresAt, record } = this.freshRecord(ttlSeconds);
+      await this.opts.vault.kvWrite(path, { ...record }, { cas: r.version });
+      return { clientName: name, secret, expiresAt };
+    } catch (err) {
+      if (isCasMismatch(err)) return undefined;
+      throw toServiceError(err, `rotate enrollment of ${name}`);
+    }
+  }
+
+  private freshRecord(ttlSeconds: number): { secret: string; expiresAt: Date; record: EnrollmentRecord } {
+    const secret = randomBytes(SECRET_BYTES).toString("base64url");
+    const now = this.now();
+    const expiresAt = new Date(now + ttlSeconds * 1000);
+    const record: EnrollmentRecord = {
+      sha256: sha256Hex(secret),
+      expiresAt: expiresAt.toISOString(),
+      createdAt: new Date(now).toISOString(),
+      used: false,
+    };
+    return { secret, expiresAt, record };
+  }
+
   private path(name: string): string {
     return `${this.prefix}/${name}`;
   }
@@ -182,6 +210,15 @@ function checkClient(clientName: string): string {
     return validateName("client", clientName);
   } catch (err) {
     throw toServiceError(err, "client name");
+  }
+}
+
+function checkTtl(ttlSeconds: number): void {
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds < MIN_ENROLL_TTL_SEC || ttlSeconds > MAX_ENROLL_TTL_SEC) {
+    throw new ServiceError(
+      "invalid_argument",
+      `enrollment TTL ${ttlSeconds}: use whole seconds between ${MIN_ENROLL_TTL_SEC} and ${MAX_ENROLL_TTL_SEC}`,
+    );
   }
 }
 

@@ -63,6 +63,13 @@ export interface RegisterClientResponse {
   /** kv path prefix the client may create secrets under, e.g. "hpcs/<id>/". */
   secretPathPrefix: string;
   trustDomain: string;
+  /**
+   * A fresh one-time enrollment secret for this client's next registration, issued only once everything
+   * above succeeded; the client stores it in place of the one it just used. Absent in insecure IP mode
+   * and when the rotation itself failed (the registration stands; the next one needs the operator).
+   */
+  nextEnrollmentSecret?: string;
+  nextEnrollmentExpiresAt?: Date;
 }
 
 export interface GrantRequest {
@@ -119,7 +126,7 @@ export interface NodeTokenRequest {
   user: string;
   /** operator mode: the token an operator pre-issued for exactly this node and user. */
   operatorToken?: string;
-  /** munge mode (later issue): the MUNGE credential created on the node. */
+  /** munge mode (the default): the MUNGE credential `munge -s <payload>` created on the node. */
   mungeCredential?: string;
 }
 

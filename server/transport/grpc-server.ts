@@ -190,6 +190,8 @@ export function grpcHandlers(service: HpcsService, log: Logger): grpc.UntypedSer
           vault_role: r.vaultRole,
           secret_path_prefix: r.secretPathPrefix,
           trust_domain: r.trustDomain,
+          next_enrollment_secret: r.nextEnrollmentSecret ?? "",
+          next_enrollment_expires_at_unix: seconds(r.nextEnrollmentExpiresAt),
         },
       };
     },

@@ -7,6 +7,7 @@
  * `expiresAt` in a request also accepts UNIX seconds.
  *
  *   POST   /v1/clients/register  {clientName, enrollmentSecret, selectors?: [{type, value}]}
+ *                                 → {…, joinToken, nextEnrollmentSecret?, nextEnrollmentExpiresAt?}
  *   POST   /v1/grants            {secret, nodes, users?, groups?, expiresAt?}
  *   DELETE /v1/grants/<secret>   [?deleteSecret=true]
  *   GET    /v1/grants            → {grants: [...]}
@@ -27,7 +28,8 @@
  *     {success, message, client_id, spiffeID, token}.
  *     here: JSON body {client_name, enrollment_secret, selectors?}. Without them the service sees empty
  *     strings and the peer address and decides: only its insecure-ip-identity mode accepts that.
- *     Answer adds `workload_spiffeID`, `vault_role`, `secrets_path_prefix`, `expires_at`.
+ *     Answer adds `workload_spiffeID`, `vault_role`, `secrets_path_prefix`, `expires_at`; not the next
+ *     enrollment secret (the original's clients would drop it and lose the client's way back in).
  *   POST /api/client/create-workloads                 → grant
  *     original: JSON {secret, jwt, compute_nodes, users, groups}; answered {success, message, clientID,
  *     spiffeID, compute_nodes_added: {<node>: {users, groups}}, secrets_path, user_role}.
@@ -197,7 +199,14 @@ export const ROUTES: Route[] = [
         enrollmentSecret: str(body, "enrollmentSecret"),
         ...(sel ? { selectors: sel } : {}),
       });
-      return { caller: r.agentSpiffeId, body: { ...r, joinTokenExpiresAt: iso(r.joinTokenExpiresAt) } };
+      return {
+        caller: r.agentSpiffeId,
+        body: {
+          ...r,
+          joinTokenExpiresAt: iso(r.joinTokenExpiresAt),
+          nextEnrollmentExpiresAt: iso(r.nextEnrollmentExpiresAt),
+        },
+      };
     },
   },
   {

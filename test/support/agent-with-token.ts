@@ -1,50 +1,40 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { ClientAgent } from "../../client/identity/client-agent.js";
 import { eventually, run, runOk } from "./exec.js";
-import { agentConfig, forgetAgent } from "./spire.js";
+import { forgetAgent } from "./spire.js";
 import type { StackEnv } from "./stack-env.js";
 
 /**
  * A real spire-agent started from a join token the code under test handed out (registerClient's, or
- * nodeJoinToken's), the way a client or a per-job agent starts. stop() kills it, deletes the alias entries SPIRE made for the
+ * nodeJoinToken's), the way a client or a per-job agent starts: the client's own ClientAgent
+ * (client/identity/client-agent.ts). stop() stops it, deletes the alias entries SPIRE made for the
  * token (parented to the agent's node ID) and evicts it, so nothing of it outlives the test.
  */
 export class AgentWithToken {
   private constructor(
     private readonly env: StackEnv,
-    readonly dir: string,
-    readonly socket: string,
+    private readonly agent: ClientAgent,
     /** spiffe://<td>/spire/agent/join_token/<token>. */
     readonly nodeId: string,
-    private readonly child: ChildProcess,
   ) {}
 
+  get dir(): string {
+    return this.agent.dir;
+  }
+
+  get socket(): string {
+    return this.agent.socketPath;
+  }
+
   static async start(env: StackEnv, joinToken: string): Promise<AgentWithToken> {
-    if (!/^[A-Za-z0-9-]{1,128}$/.test(joinToken)) throw new Error("join token is not a SPIRE token");
-    const dir = await mkdtemp(join(tmpdir(), "hpcs-client-agent-"));
-    const socket = join(dir, "agent.sock");
-    await writeFile(join(dir, "agent.conf"), agentConfig(env, dir, socket, joinToken));
-    const child = spawn(env.spire.agent_bin, ["run", "-config", join(dir, "agent.conf")], {
-      stdio: ["ignore", "ignore", "ignore"],
+    const agent = await ClientAgent.start({
+      serverAddress: env.spire.server_address,
+      serverPort: env.spire.server_port,
+      trustDomain: env.trust_domain,
+      trustBundlePath: env.spire.bundle,
+      joinToken,
+      agentBin: env.spire.agent_bin,
     });
-    const agent = new AgentWithToken(
-      env,
-      dir,
-      socket,
-      `spiffe://${env.trust_domain}/spire/agent/join_token/${joinToken}`,
-      child,
-    );
-    try {
-      await eventually("spire-agent healthy", 30_000, () =>
-        runOk(env.spire.agent_bin, ["healthcheck", "-socketPath", socket]),
-      );
-    } catch (err) {
-      await agent.stop();
-      throw err;
-    }
-    return agent;
+    return new AgentWithToken(env, agent, `spiffe://${env.trust_domain}/spire/agent/join_token/${joinToken}`);
   }
 
   /**
@@ -105,8 +95,7 @@ export class AgentWithToken {
   }
 
   async stop(): Promise<void> {
-    this.child.kill("SIGTERM");
+    await this.agent.stop();
     await forgetAgent(this.env, this.nodeId);
-    await rm(this.dir, { recursive: true, force: true });
   }
 }

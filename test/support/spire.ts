@@ -1,8 +1,5 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { agentConfig as clientAgentConfig, ClientAgent } from "../../client/identity/client-agent.js";
 import { eventually, runOk } from "./exec.js";
 import type { StackEnv } from "./stack-env.js";
 
@@ -11,30 +8,20 @@ export function nonce(): string {
   return randomBytes(6).toString("hex");
 }
 
-/** The HCL of a spire-agent on the bench: join_token attestation, unix workload attestor, memory keys. */
+/**
+ * The HCL of a spire-agent on the bench (join_token attestation, unix workload attestor, memory keys):
+ * the client's own config (client/identity/client-agent.ts), for tests that run the agent themselves.
+ */
 export function agentConfig(env: StackEnv, dir: string, socket: string, joinToken: string): string {
-  return `agent {
-  data_dir = "${dir}/data"
-  log_level = "WARN"
-  server_address = "${env.spire.server_address}"
-  server_port = "${env.spire.server_port}"
-  socket_path = "${socket}"
-  trust_bundle_path = "${env.spire.bundle}"
-  trust_domain = "${env.trust_domain}"
-  join_token = "${joinToken}"
-}
-plugins {
-  NodeAttestor "join_token" {
-    plugin_data {}
-  }
-  KeyManager "memory" {
-    plugin_data {}
-  }
-  WorkloadAttestor "unix" {
-    plugin_data {}
-  }
-}
-`;
+  return clientAgentConfig({
+    serverAddress: env.spire.server_address,
+    serverPort: env.spire.server_port,
+    trustDomain: env.trust_domain,
+    trustBundlePath: env.spire.bundle,
+    joinToken,
+    dir,
+    socketPath: socket,
+  });
 }
 
 /** spire-server CLI against the bench's admin socket (JSON output). */
@@ -65,36 +52,46 @@ export async function forgetAgent(env: StackEnv, nodeId: string, entryIds: strin
 
 /**
  * A spire-agent started with a fresh join token, for tests. Its node SPIFFE ID is `agentId`.
- * stop() kills it, evicts it and deletes the entries the test registered under it.
+ * stop() stops it, evicts it and deletes the entries the test registered under it.
  */
 export class TestAgent {
   private constructor(
     private readonly env: StackEnv,
-    readonly dir: string,
+    private readonly agent: ClientAgent,
     readonly agentId: string,
-    readonly socket: string,
     /** The agent's own ID, from its join token; agentId is an alias of it. */
     readonly nodeId: string,
-    private readonly child: ChildProcess,
     private readonly entryIds: string[] = [],
   ) {}
 
+  get dir(): string {
+    return this.agent.dir;
+  }
+
+  get socket(): string {
+    return this.agent.socketPath;
+  }
+
   static async start(env: StackEnv, agentId: string): Promise<TestAgent> {
-    const dir = await mkdtemp(join(tmpdir(), "hpcs-agent-"));
     const token = (await spireServer(env, ["token", "generate", "-spiffeID", agentId, "-ttl", "300"])) as {
       value: string;
     };
-    const socket = join(dir, "agent.sock");
-    await writeFile(join(dir, "agent.conf"), agentConfig(env, dir, socket, token.value));
-    const child = spawn(env.spire.agent_bin, ["run", "-config", join(dir, "agent.conf")], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
     const nodeId = `spiffe://${env.trust_domain}/spire/agent/join_token/${token.value}`;
-    const agent = new TestAgent(env, dir, agentId, socket, nodeId, child);
-    await eventually("spire-agent healthy", 30_000, () =>
-      runOk(env.spire.agent_bin, ["healthcheck", "-socketPath", socket]),
-    );
-    return agent;
+    try {
+      const agent = await ClientAgent.start({
+        serverAddress: env.spire.server_address,
+        serverPort: env.spire.server_port,
+        trustDomain: env.trust_domain,
+        trustBundlePath: env.spire.bundle,
+        joinToken: token.value,
+        agentBin: env.spire.agent_bin,
+      });
+      return new TestAgent(env, agent, agentId, nodeId);
+    } catch (err) {
+      // The token's alias entry exists already; the agent may have attested before failing.
+      await forgetAgent(env, nodeId);
+      throw err;
+    }
   }
 
   /** Registers a workload entry parented to this agent; removed again by stop(). */
@@ -131,8 +128,7 @@ export class TestAgent {
   }
 
   async stop(): Promise<void> {
-    this.child.kill("SIGTERM");
+    await this.agent.stop();
     await forgetAgent(this.env, this.nodeId, this.entryIds);
-    await rm(this.dir, { recursive: true, force: true });
   }
 }

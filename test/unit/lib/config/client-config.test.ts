@@ -58,9 +58,9 @@ describe("client config", () => {
   it("reads the original's config with defaults", () => {
     assert.deepEqual(parseClientConfig(ORIGINAL, F), {
       source: F,
-      spireServer: { address: "spire.lumi.csc.fi", port: 8081, trustDomain: "hpcs" },
-      hpcsServer: { url: "https://hpcs-server:10080" },
-      vault: { url: "https://vault-provider:8200" },
+      spireServer: { address: "spire.lumi.csc.fi", port: 8081, trustDomain: "hpcs", agentBin: "spire-agent" },
+      hpcsServer: { url: "https://hpcs-server:10080", audience: "hpcs-server" },
+      vault: { url: "https://vault-provider:8200", audience: "vault" },
       supercomputer: { address: "lumi.csc.fi", username: "etellier", port: 22 },
     });
   });
@@ -69,11 +69,15 @@ describe("client config", () => {
     let t = withKey("hpcs-server", "ca-file", "/etc/ssl/hpcs-ca.pem");
     t = t.replace(
       "url = https://hpcs-server:10080",
-      "url = https://hpcs-server:10080\nenrollment-secret-file = secrets/enroll",
+      "url = https://hpcs-server:10080\nenrollment-secret-file = secrets/enroll\nclient-name = lab-42\naudience = hpcs-srv",
     );
     t = t.replace(
       "url = https://vault-provider:8200",
-      "url = https://vault-provider:8200\nca-file = ~/vault-ca.pem",
+      "url = https://vault-provider:8200\nca-file = ~/vault-ca.pem\naudience = TESTING",
+    );
+    t = t.replace(
+      "trust-domain = hpcs",
+      "trust-domain = hpcs\ntrust-bundle = spire/bundle.pem\nagent-bin = ~/bin/spire-agent",
     );
     t = t.replace(
       "username = etellier",
@@ -81,13 +85,21 @@ describe("client config", () => {
     );
     assert.deepEqual(parseClientConfig(t, F), {
       source: F,
-      spireServer: { address: "spire.lumi.csc.fi", port: 8081, trustDomain: "hpcs" },
+      spireServer: {
+        address: "spire.lumi.csc.fi",
+        port: 8081,
+        trustDomain: "hpcs",
+        trustBundle: "/home/alice/hpcs/spire/bundle.pem",
+        agentBin: `${homedir()}/bin/spire-agent`,
+      },
       hpcsServer: {
         url: "https://hpcs-server:10080",
         caFile: "/etc/ssl/hpcs-ca.pem",
         enrollmentSecretFile: "/home/alice/hpcs/secrets/enroll",
+        clientName: "lab-42",
+        audience: "hpcs-srv",
       },
-      vault: { url: "https://vault-provider:8200", caFile: `${homedir()}/vault-ca.pem` },
+      vault: { url: "https://vault-provider:8200", caFile: `${homedir()}/vault-ca.pem`, audience: "TESTING" },
       supercomputer: {
         address: "lumi.csc.fi",
         username: "etellier",
@@ -100,6 +112,14 @@ describe("client config", () => {
         ],
       },
     });
+  });
+
+  it("agent-bin: a bare name stays a name (PATH), a path is resolved", () => {
+    const bin = (v: string) =>
+      parseClientConfig(withKey("spire-server", "agent-bin", v), F).spireServer.agentBin;
+    assert.equal(bin("spire-agent-1.13"), "spire-agent-1.13");
+    assert.equal(bin("./bin/spire-agent"), "/home/alice/hpcs/bin/spire-agent");
+    assert.equal(bin("/opt/spire/bin/spire-agent"), "/opt/spire/bin/spire-agent");
   });
 
   const cases: [string, string, string | undefined, string][] = [
@@ -186,13 +206,43 @@ describe("client config", () => {
       "spire-server",
       "pre-command",
       "x",
-      "[spire-server] pre-command: unknown key (known in [spire-server]: address, port, trust-domain)",
+      "[spire-server] pre-command: unknown key (known in [spire-server]: address, port, trust-domain, trust-bundle, agent-bin)",
     ],
     [
       "hpcs-server",
       "enrolment-secret-file",
       "/x",
-      "[hpcs-server] enrolment-secret-file: unknown key; did you mean enrollment-secret-file? (known in [hpcs-server]: url, ca-file, enrollment-secret-file)",
+      "[hpcs-server] enrolment-secret-file: unknown key; did you mean enrollment-secret-file? (known in [hpcs-server]: url, ca-file, enrollment-secret-file, client-name, audience)",
+    ],
+    [
+      "spire-server",
+      "agent-bin",
+      "-x",
+      '[spire-server] agent-bin: "-x" is not a program name or path; set it to e.g. spire-agent or /usr/local/bin/spire-agent',
+    ],
+    [
+      "spire-server",
+      "agent-bin",
+      '"spire-agent run"',
+      '[spire-server] agent-bin: "spire-agent run" is not a program name or path; set it to e.g. spire-agent or /usr/local/bin/spire-agent',
+    ],
+    [
+      "hpcs-server",
+      "client-name",
+      "Lab_1",
+      `[hpcs-server] client-name: invalid client name "Lab_1": use lower-case letters, digits or '-' (not at either end), at most 63, e.g. lab-42`,
+    ],
+    [
+      "hpcs-server",
+      "audience",
+      '"a b"',
+      `[hpcs-server] audience: "a b" is not an audience; use letters, digits, '.', '_', ':', '/' or '-', e.g. hpcs-server`,
+    ],
+    [
+      "vault",
+      "audience",
+      "vault*",
+      `[vault] audience: "vault*" is not an audience; use letters, digits, '.', '_', ':', '/' or '-', e.g. vault`,
     ],
   ];
   for (const [section, key, value, expected] of cases) {

@@ -60,6 +60,70 @@ describe("server/service/clients", () => {
     );
   });
 
+  it("rotates: a registration returns the next one-time secret, which registers again", async () => {
+    const { secret } = await enrollments.enroll("lab-1", 3600);
+    const before = Date.now();
+    const res = await registrar().registerClient(ctx, { clientName: "lab-1", enrollmentSecret: secret });
+    const next = res.nextEnrollmentSecret;
+    assert.ok(next);
+    assert.match(next, /^[A-Za-z0-9_-]{43}$/);
+    assert.notEqual(next, secret);
+    const ttl = (res.nextEnrollmentExpiresAt?.getTime() ?? 0) - before;
+    assert.ok(ttl >= 30 * 86400_000 - 5000 && ttl <= 30 * 86400_000 + 5000, `ttl ${ttl}`);
+    await assert.rejects(
+      registrar().registerClient(ctx, { clientName: "lab-1", enrollmentSecret: secret }),
+      code("unauthenticated"),
+    );
+    const again = await registrar().registerClient(ctx, { clientName: "lab-1", enrollmentSecret: next });
+    assert.ok(again.nextEnrollmentSecret && again.nextEnrollmentSecret !== next);
+    await assert.rejects(
+      registrar().registerClient(ctx, { clientName: "lab-1", enrollmentSecret: next }),
+      code("unauthenticated"),
+    );
+    assert.equal(logger.warnings.length, 0);
+  });
+
+  it("rotation TTL comes from the options", async () => {
+    const { secret } = await enrollments.enroll("lab-1", 3600);
+    const r = new ClientRegistrar({
+      config: testConfig(),
+      spire,
+      vault,
+      enrollments,
+      logger,
+      defaultSelectors: [{ type: "unix", value: "uid:1000" }],
+      enrollmentRotationTtlSec: 7200,
+    });
+    const before = Date.now();
+    const res = await r.registerClient(ctx, { clientName: "lab-1", enrollmentSecret: secret });
+    const ttl = (res.nextEnrollmentExpiresAt?.getTime() ?? 0) - before;
+    assert.ok(ttl >= 7_195_000 && ttl <= 7_205_000, `ttl ${ttl}`);
+  });
+
+  it("a failed rotation keeps the registration (join token) but issues no next secret, and warns", async () => {
+    const { secret } = await enrollments.enroll("lab-1", 3600);
+    const failing = {
+      redeem: enrollments.redeem.bind(enrollments),
+      release: enrollments.release.bind(enrollments),
+      rotate: () => Promise.reject(boom("rotate")),
+    };
+    const r = new ClientRegistrar({
+      config: testConfig(),
+      spire,
+      vault,
+      enrollments: failing,
+      logger,
+      defaultSelectors: [{ type: "unix", value: "uid:1000" }],
+    });
+    const res = await r.registerClient(ctx, { clientName: "lab-1", enrollmentSecret: secret });
+    assert.equal(res.joinToken, "tok-spiffe://hpcs.test/c/lab-1");
+    assert.equal(res.nextEnrollmentSecret, undefined);
+    assert.equal(res.nextEnrollmentExpiresAt, undefined);
+    assert.equal(logger.warnings.length, 1);
+    assert.match(logger.warnings[0]?.msg ?? "", /next enrollment secret not issued/);
+    assert.ok(vault.roles.has("hpcs-client-lab-1"), "the registration stands");
+  });
+
   it("refuses bad names and selectors with one line and creates nothing", async () => {
     const { secret } = await enrollments.enroll("lab-1", 3600);
     vault.calls = [];
@@ -105,7 +169,8 @@ describe("server/service/clients", () => {
       assert.equal(vault.roles.size, 0);
       spire.failOn.clear();
       vault.failOn.clear();
-      await registrar().registerClient(ctx, { clientName: "lab-1", enrollmentSecret: secret });
+      const res = await registrar().registerClient(ctx, { clientName: "lab-1", enrollmentSecret: secret });
+      assert.ok(res.nextEnrollmentSecret, "rotation happens only on the successful attempt");
     });
   }
 
@@ -139,6 +204,7 @@ describe("server/service/clients", () => {
     assert.equal(res.clientId, "ip-10-1-2-3");
     assert.equal(logger.warnings.length, 1);
     assert.match(logger.warnings[0]?.msg ?? "", /insecure/);
+    assert.equal(res.nextEnrollmentSecret, undefined, "no enrollment, nothing to rotate");
     const v6 = await r.registerClient(
       { requestId: "r2", peerAddress: "fd00::1" },
       { clientName: "", enrollmentSecret: "" },

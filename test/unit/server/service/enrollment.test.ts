@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { Enrollments } from "../../../../server/service/enrollment.js";
+import { Enrollments, ROTATION_TTL_SEC } from "../../../../server/service/enrollment.js";
 import { ServiceError } from "../../../../server/service/types.js";
 import { FakeVault } from "./fakes.js";
 
@@ -83,6 +83,50 @@ describe("server/service/enrollment", () => {
     const r = await enr.redeem("lab-1", secret);
     assert.equal(await enr.release(r), true);
     await enr.redeem("lab-1", secret);
+  });
+
+  it("rotate: a fresh one-time secret (hash only, 30 days) replaces the used one", async () => {
+    const first = await enr.enroll("lab-1", 3600);
+    const r = await enr.redeem("lab-1", first.secret);
+    const next = await enr.rotate(r);
+    assert.ok(next);
+    assert.equal(next.clientName, "lab-1");
+    assert.match(next.secret, /^[A-Za-z0-9_-]{43}$/);
+    assert.notEqual(next.secret, first.secret);
+    assert.equal(next.expiresAt.getTime(), now + ROTATION_TTL_SEC * 1000);
+    assert.equal(ROTATION_TTL_SEC, 30 * 86400);
+    const stored = vault.kv.get("hpcs-server/enrollments/lab-1")?.versions.at(-1);
+    assert.equal(stored?.sha256, createHash("sha256").update(next.secret).digest("hex"));
+    assert.equal(stored?.used, false);
+    assert.ok(!JSON.stringify(vault.kv.get("hpcs-server/enrollments/lab-1")).includes(next.secret));
+
+    // The old secret is gone, the new one works exactly once, and rotates again.
+    await assert.rejects(enr.redeem("lab-1", first.secret), code("unauthenticated"));
+    const r2 = await enr.redeem("lab-1", next.secret);
+    await assert.rejects(enr.redeem("lab-1", next.secret), /already used/);
+    const third = await enr.rotate(r2, 600);
+    assert.equal(third?.expiresAt.getTime(), now + 600_000);
+    now += 601_000;
+    await assert.rejects(enr.redeem("lab-1", third?.secret ?? ""), /expired/);
+  });
+
+  it("rotate leaves an operator's re-enrollment alone and validates its TTL", async () => {
+    const first = await enr.enroll("lab-1", 3600);
+    const r = await enr.redeem("lab-1", first.secret);
+    const operator = await enr.enroll("lab-1", 3600, { force: true });
+    assert.equal(await enr.rotate(r), undefined);
+    await enr.redeem("lab-1", operator.secret);
+
+    const e2 = await enr.enroll("lab-2", 3600);
+    const r2 = await enr.redeem("lab-2", e2.secret);
+    const before = vault.writes().length;
+    await assert.rejects(enr.rotate(r2, 0), code("invalid_argument"));
+    await assert.rejects(enr.rotate(r2, 31 * 86400), code("invalid_argument"));
+    assert.equal(vault.writes().length, before);
+
+    // Of two rotations of one redeem (a retried request), only one issues a secret.
+    const both = await Promise.all([enr.rotate(r2), enr.rotate(r2)]);
+    assert.equal(both.filter((x) => x !== undefined).length, 1);
   });
 
   it("refuses to re-enroll a registered client unless forced; validates name and TTL", async () => {

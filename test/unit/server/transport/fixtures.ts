@@ -96,7 +96,9 @@ export const ENROLLMENT_SECRET = "enroll-S3CRET-0123456789abcdef";
 export const CLIENT_JOIN_TOKEN = "client-join-TOKEN-1111-2222-3333";
 export const NODE_JOIN_TOKEN = "node-join-TOKEN-4444-5555-6666";
 export const OPERATOR_TOKEN = "operator-TOKEN-7777-8888";
+export const NEXT_ENROLLMENT_SECRET = "next-enroll-S3CRET-9876543210fedcba";
 export const EXPIRES = new Date("2030-01-31T12:00:00Z");
+export const NEXT_ENROLLMENT_EXPIRES = new Date("2030-03-01T12:00:00Z");
 
 export interface RecordedCall {
   method: string;
@@ -136,6 +138,9 @@ export class FakeService implements HpcsService {
       vaultRole: `hpcs-client-${id}`,
       secretPathPrefix: `hpcs/${id}/`,
       trustDomain: "hpcs.test",
+      ...(req.enrollmentSecret
+        ? { nextEnrollmentSecret: NEXT_ENROLLMENT_SECRET, nextEnrollmentExpiresAt: NEXT_ENROLLMENT_EXPIRES }
+        : {}),
     };
   }
 
@@ -250,4 +255,11 @@ export const ALL_CODES: ServiceErrorCode[] = [
   "internal",
 ];
 
-export const SECRET_VALUES = [BEARER, ENROLLMENT_SECRET, CLIENT_JOIN_TOKEN, NODE_JOIN_TOKEN, OPERATOR_TOKEN];
+export const SECRET_VALUES = [
+  BEARER,
+  ENROLLMENT_SECRET,
+  NEXT_ENROLLMENT_SECRET,
+  CLIENT_JOIN_TOKEN,
+  NODE_JOIN_TOKEN,
+  OPERATOR_TOKEN,
+];

@@ -12,6 +12,8 @@ import {
   EXPIRES,
   FakeService,
   makeTlsFiles,
+  NEXT_ENROLLMENT_EXPIRES,
+  NEXT_ENROLLMENT_SECRET,
   OPERATOR_TOKEN,
   SECRET_VALUES,
   type TlsFiles,
@@ -97,6 +99,8 @@ describe("server/transport/grpc-server", () => {
     assert.equal(r.res.workload_spiffe_id, "spiffe://hpcs.test/c/alice/workload");
     assert.equal(r.res.join_token_expires_at_unix, EXPIRES.getTime() / 1000);
     assert.equal(r.res.secret_path_prefix, "hpcs/alice/");
+    assert.equal(r.res.next_enrollment_secret, NEXT_ENROLLMENT_SECRET);
+    assert.equal(r.res.next_enrollment_expires_at_unix, NEXT_ENROLLMENT_EXPIRES.getTime() / 1000);
     assert.equal(c.ctx.bearerJwt, undefined);
   });
 

@@ -13,6 +13,8 @@ import {
   EXPIRES,
   FakeService,
   makeTlsFiles,
+  NEXT_ENROLLMENT_EXPIRES,
+  NEXT_ENROLLMENT_SECRET,
   NODE_JOIN_TOKEN,
   OPERATOR_TOKEN,
   SECRET_VALUES,
@@ -114,6 +116,8 @@ describe("server/transport/http-server", () => {
     assert.equal(r.body.joinToken, CLIENT_JOIN_TOKEN);
     assert.equal(r.body.joinTokenExpiresAt, EXPIRES.toISOString());
     assert.equal(r.body.workloadSpiffeId, "spiffe://hpcs.test/c/alice/workload");
+    assert.equal(r.body.nextEnrollmentSecret, NEXT_ENROLLMENT_SECRET);
+    assert.equal(r.body.nextEnrollmentExpiresAt, NEXT_ENROLLMENT_EXPIRES.toISOString());
     assert.equal(r.headers["cache-control"], "no-store");
   });
 
@@ -221,6 +225,8 @@ describe("server/transport/http-server", () => {
     assert.equal(r.body.client_id, "alice");
     assert.equal(r.body.spiffeID, "spiffe://hpcs.test/c/alice");
     assert.equal(r.body.token, CLIENT_JOIN_TOKEN);
+    // The original's clients would drop it: the compat answer does not carry the next secret.
+    assert.ok(!JSON.stringify(r.body).includes(NEXT_ENROLLMENT_SECRET));
 
     r = await send("POST", "/api/client/register");
     assert.equal(r.status, 200);
