@@ -34,7 +34,7 @@ TEST_USERS=(alice bob)
 TEST_IMAGE=hpcs-bench/busybox:1
 
 APT_PACKAGES=(gocryptfs fuse3 gnupg slurm-wlm munge openssh-server docker.io docker-compose runc crun
-  squashfs-tools squashfuse shellcheck busybox-static jq openssl curl iproute2 procps)
+  squashfs-tools squashfuse shellcheck busybox-static jq openssl curl iproute2 procps debootstrap)
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -448,6 +448,7 @@ cmd_up() {
   munge_up
   slurm_up
   docker_up
+  bash "$HERE/base-image.sh" # hpcs-bench/node:20 for the client image (cached: a second when current)
   write_env
   log "up in $((SECONDS - t0))s; env: $STATE/env.json"
 }
