@@ -10,6 +10,7 @@
  * Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error; errors are one line on stderr.
  */
 
+import { InvalidDurationError, parseDuration as parseDurationSec } from "../lib/duration.js";
 import { Command, CommanderError, Option } from "commander";
 import { ConfigError } from "../lib/config/ini-file.js";
 import { loadServerConfig, type ServerConfig } from "../lib/config/server-config.js";
@@ -71,15 +72,12 @@ class UsageError extends Error {}
 
 /** "90s", "15m", "24h", "7d" or plain seconds → seconds (60 s … 30 d). */
 export function parseDuration(text: string, field = "--ttl"): number {
-  const m = /^(\d{1,7})([smhd]?)$/.exec(text.trim());
-  const unit = { "": 1, s: 1, m: 60, h: 3600, d: 86400 }[m?.[2] ?? ""] ?? 1;
-  const secs = m ? Number(m[1]) * unit : NaN;
-  if (!m || secs < MIN_TTL_SECONDS || secs > MAX_TTL_SECONDS) {
-    throw new UsageError(
-      `${field}: ${JSON.stringify(text)} is not a duration between 60s and 30d; use e.g. 90s, 15m, 24h or 7d`,
-    );
+  try {
+    return parseDurationSec(text, MIN_TTL_SECONDS, MAX_TTL_SECONDS);
+  } catch (err) {
+    if (err instanceof InvalidDurationError) throw new UsageError(`${field}: ${err.message}`);
+    throw err;
   }
-  return secs;
 }
 
 function oneLine(text: string): string {

@@ -278,16 +278,12 @@ const MAX_DURATION_SEC = 30 * 24 * 3600;
 
 /** "90s", "15m", "1h", "7d" or plain seconds, 60 s … 30 d. */
 function duration(r: SectionReader, key: string, v: string): number {
-  const m = /^(\d{1,7})([smhd]?)$/.exec(v.trim());
-  const unit = { "": 1, s: 1, m: 60, h: 3600, d: 86400 }[m?.[2] ?? ""] ?? 1;
-  const secs = m ? Number(m[1]) * unit : NaN;
-  if (!m || secs < MIN_DURATION_SEC || secs > MAX_DURATION_SEC) {
-    throw r.error(
-      key,
-      `${JSON.stringify(v)} is not a duration between 60s and 30d; use e.g. 90s, 15m, 1h or 7d`,
-    );
+  try {
+    return parseDuration(v, MIN_DURATION_SEC, MAX_DURATION_SEC);
+  } catch (err) {
+    if (err instanceof InvalidDurationError) throw r.error(key, err.message);
+    throw err;
   }
-  return secs;
 }
 
 function vaultName(r: SectionReader, key: string, v: string): string {

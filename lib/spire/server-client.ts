@@ -62,6 +62,7 @@ export function defaultProtoDir(): string {
 
 // SPIRE accepts far more per call; this only bounds one message well below gRPC's 4 MiB default.
 const CREATE_CHUNK = 500;
+const CREATE_CONCURRENCY = 4;
 const DELETE_CHUNK = 500;
 const LIST_PAGE = 500;
 
@@ -126,27 +127,44 @@ export class SpireServerClient implements SpireRegistration {
   async batchCreateEntries(entries: EntrySpec[]): Promise<CreateEntryResult[]> {
     // Validate all before sending any, so a bad entry leaves no partial batch behind.
     const wire = entries.map((e) => toWireEntry(validateEntrySpec(e)));
-    const results: CreateEntryResult[] = [];
-    for (let i = 0; i < wire.length; i += CREATE_CHUNK) {
-      const chunk = wire.slice(i, i + CREATE_CHUNK);
-      const res = await this.call<{ results: WireCreateResult[] }>(
-        this.entry,
-        "BatchCreateEntry",
-        "BatchCreateEntry",
-        {
-          entries: chunk,
-        },
-      );
-      if (res.results.length !== chunk.length) {
-        throw new SpireError(
-          "BatchCreateEntry",
-          -1,
-          `${res.results.length} results for ${chunk.length} entries`,
-        );
+    const chunks: (typeof wire)[] = [];
+    for (let i = 0; i < wire.length; i += CREATE_CHUNK) chunks.push(wire.slice(i, i + CREATE_CHUNK));
+    // A few chunks in flight: SPIRE spends most of each entry in its datastore's similar-entry lookup,
+    // and concurrent batches overlap that with the RPC and the other chunks' inserts.
+    const results: CreateEntryResult[][] = new Array<CreateEntryResult[]>(chunks.length);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      for (let i = next++; i < chunks.length; i = next++) {
+        const chunk = chunks[i] as typeof wire;
+        try {
+          const res = await this.call<{ results: WireCreateResult[] }>(
+            this.entry,
+            "BatchCreateEntry",
+            "BatchCreateEntry",
+            { entries: chunk },
+          );
+          if (res.results.length !== chunk.length) {
+            throw new SpireError(
+              "BatchCreateEntry",
+              -1,
+              `${res.results.length} results for ${chunk.length} entries`,
+            );
+          }
+          results[i] = res.results.map(fromWireCreateResult);
+        } catch (err) {
+          // Per entry, not thrown: the other chunks' created entries must reach the caller, who undoes them.
+          failures.push(err);
+          const message = err instanceof Error ? err.message : String(err);
+          const code = err instanceof SpireError ? err.code : -1;
+          results[i] = chunk.map(() => ({ status: "error" as const, code, message }));
+        }
       }
-      results.push(...res.results.map(fromWireCreateResult));
-    }
-    return results;
+    };
+    const failures: unknown[] = [];
+    await Promise.all(Array.from({ length: Math.min(CREATE_CONCURRENCY, chunks.length) }, worker));
+    // Nothing created at all (e.g. SPIRE unreachable): the caller gets the error itself, as before.
+    if (failures.length > 0 && failures.length === chunks.length) throw failures[0];
+    return results.flat();
   }
 
   async listEntries(filter: EntryFilter): Promise<Entry[]> {

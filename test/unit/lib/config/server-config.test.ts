@@ -371,13 +371,13 @@ describe("server config", () => {
       "hpcs-server",
       "node-token-ttl",
       "10s",
-      '[hpcs-server] node-token-ttl: "10s" is not a duration between 60s and 30d; use e.g. 90s, 15m, 1h or 7d',
+      '[hpcs-server] node-token-ttl: "10s" is not a duration between 1m and 30d; use e.g. 90s, 15m, 1h or 7d',
     ],
     [
       "hpcs-server",
       "node-token-ttl",
       "1 hour",
-      '[hpcs-server] node-token-ttl: "1 hour" is not a duration between 60s and 30d; use e.g. 90s, 15m, 1h or 7d',
+      '[hpcs-server] node-token-ttl: "1 hour" is not a duration between 1m and 30d; use e.g. 90s, 15m, 1h or 7d',
     ],
     ["hpcs-server", "tls-key", "/etc/tls.key", "[hpcs-server] tls-cert: set tls-cert and tls-key together"],
   ];

@@ -144,14 +144,55 @@ describe("spire/server-client (fake server)", () => {
       selectors: [{ type: "unix", value: "uid:1" }],
     }));
     const res = await client.batchCreateEntries(specs);
+    // Chunks travel concurrently, so only their sizes are fixed, not their arrival order.
     assert.deepEqual(
-      fake.calls.map((c) => c.req.entries.length),
-      [500, 500, 201],
+      fake.calls.map((c) => c.req.entries.length).sort((a, b) => a - b),
+      [201, 500, 500],
     );
     assert.deepEqual(
       res.map((r) => ("id" in r ? r.id : "")),
       specs.map((_, i) => `e${i}`),
     );
+  });
+
+  it("reports a failed chunk per entry and still returns the entries other chunks created", async () => {
+    let n = 0;
+    fake = await startFake({
+      BatchCreateEntry: (req: Msg) => {
+        if (n++ === 1) throw Object.assign(new Error("datastore busy"), { code: 14 });
+        return {
+          results: req.entries.map((e: Msg) => ({
+            status: { code: 0 },
+            entry: { ...e, id: e.spiffe_id.path.split("/").pop() },
+          })),
+        };
+      },
+    });
+    client = new SpireServerClient({ socketPath: fake.socket });
+    const specs = Array.from({ length: 1100 }, (_, i) => ({
+      spiffeId: parent.child("s", `e${i}`),
+      parentId: parent,
+      selectors: [{ type: "unix", value: "uid:1" }],
+    }));
+    const res = await client.batchCreateEntries(specs);
+    assert.equal(res.length, 1100);
+    assert.equal(res.filter((r) => r.status === "created").length, 600);
+    assert.equal(res.filter((r) => r.status === "error").length, 500);
+  });
+
+  it("throws when every chunk failed (nothing was created)", async () => {
+    fake = await startFake({
+      BatchCreateEntry: () => {
+        throw Object.assign(new Error("datastore down"), { code: 14 });
+      },
+    });
+    client = new SpireServerClient({ socketPath: fake.socket });
+    const specs = Array.from({ length: 600 }, (_, i) => ({
+      spiffeId: parent.child("s", `e${i}`),
+      parentId: parent,
+      selectors: [{ type: "unix", value: "uid:1" }],
+    }));
+    await assert.rejects(client.batchCreateEntries(specs), /datastore down/);
   });
 
   it("follows page tokens when listing", async () => {
