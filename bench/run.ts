@@ -3,6 +3,8 @@
  * printing its numbers beside a baseline. Scripts anyone can run, never timed unit tests.
  */
 
+import { CONTAINER_PREP_USAGE, containerPrepBench } from "./container-prep.js";
+import { DATA_PREP_USAGE, dataPrepBench } from "./data-prep.js";
 import { encryptBench, ENCRYPT_USAGE } from "./encrypt.js";
 import { grantBench, GRANT_USAGE } from "./grant.js";
 import { uploadBench, UPLOAD_USAGE } from "./upload.js";
@@ -13,6 +15,8 @@ const BENCHES: Record<string, { run: Bench; usage: string }> = {
   grant: { run: grantBench, usage: GRANT_USAGE },
   upload: { run: uploadBench, usage: UPLOAD_USAGE },
   encrypt: { run: encryptBench, usage: ENCRYPT_USAGE },
+  "container-prep": { run: containerPrepBench, usage: CONTAINER_PREP_USAGE },
+  "data-prep": { run: dataPrepBench, usage: DATA_PREP_USAGE },
 };
 
 function usage(): string {

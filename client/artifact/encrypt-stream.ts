@@ -4,26 +4,23 @@
  * Format (DESIGN.md "Formats": Encryption): a symmetric-key ESK packet (the per-artifact passphrase,
  * iterated+salted S2K) followed by a SEIPD **v1** packet (CFB + MDC) with AES-256, no compression,
  * binary (not armored). SEIPD v1 rather than v2/AEAD because GnuPG 2.2, the stock version on compute
- * nodes, cannot read RFC 9580 AEAD packets; the unit tests check this with the real `gpg`.
+ * nodes, cannot read RFC 9580 AEAD packets; the unit tests check this with the real `gpg`. The bytes
+ * are written by pgp-message-writer.ts (see there why not by openpgp.js's streaming encrypt).
  *
- * Runs on the calling thread: openpgp.js does its own chunking and the caller can put the whole
- * pipeline in a worker if the event loop must stay free.
+ * Runs on the calling thread; encrypt-worker.ts does the same on another core.
  */
 
-import { Readable } from "node:stream";
-import type { ReadableStream as NodeWebReadableStream } from "node:stream/web";
-import * as openpgp from "openpgp";
+import { pipeline, Transform, type Readable, type TransformCallback } from "node:stream";
+import { PgpMessageWriter } from "./pgp-message-writer.js";
+import { Rechunk } from "./rechunk.js";
 import type { ArtifactSecret } from "./secret.js";
 
 /**
- * Explicit rather than relying on openpgp.js defaults, so a future default change (v6 already makes
- * v6 keys/AEAD opt-in) cannot silently produce something GnuPG 2.2 rejects.
+ * Plaintext is regrouped into chunks of this size first: tar's output is mostly small pieces
+ * (512-byte headers, small files), and each piece would otherwise cost a cipher and a hash call and a
+ * small output buffer. Bigger buys nothing more and costs memory.
  */
-const ENCRYPT_CONFIG: openpgp.PartialConfig = {
-  preferredSymmetricAlgorithm: openpgp.enums.symmetric.aes256,
-  aeadProtect: false,
-  preferredCompressionAlgorithm: openpgp.enums.compression.uncompressed,
-};
+export const ENCRYPT_CHUNK_BYTES = 1024 * 1024;
 
 /**
  * Returns the ciphertext as a Node Readable. Errors of `plaintext` (e.g. tar failing on an unreadable
@@ -31,14 +28,18 @@ const ENCRYPT_CONFIG: openpgp.PartialConfig = {
  * is abandoned rather than completed with a truncated artifact.
  */
 export async function encryptStream(plaintext: Readable, secret: ArtifactSecret): Promise<Readable> {
-  // Readable.toWeb pulls from the Node stream only as the web side reads (backpressure preserved).
-  const web = Readable.toWeb(plaintext) as NodeWebReadableStream<Uint8Array>;
-  const message = await openpgp.createMessage({ binary: web });
-  const encrypted = await openpgp.encrypt({
-    message,
-    passwords: [secret.passphrase()],
-    format: "binary",
-    config: ENCRYPT_CONFIG,
+  const writer = PgpMessageWriter.create(secret);
+  const encrypt = new Transform({
+    transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback) {
+      for (const piece of writer.update(chunk)) this.push(piece);
+      cb();
+    },
+    flush(cb: TransformCallback) {
+      for (const piece of writer.final()) this.push(piece);
+      cb();
+    },
   });
-  return Readable.fromWeb(encrypted);
+  // pipeline() (not pipe()) so that an error of `plaintext` fails the stream the caller reads.
+  pipeline(plaintext, new Rechunk(ENCRYPT_CHUNK_BYTES), encrypt, () => undefined);
+  return encrypt;
 }

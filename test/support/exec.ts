@@ -4,6 +4,8 @@ export interface RunResult {
   code: number | null;
   signal: NodeJS.Signals | null;
   stdout: string;
+  /** stdout as bytes, for binary output. */
+  stdoutBytes: Buffer;
   stderr: string;
 }
 
@@ -33,6 +35,7 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
         code,
         signal,
         stdout: Buffer.concat(out).toString("utf8"),
+        stdoutBytes: Buffer.concat(out),
         stderr: Buffer.concat(err).toString("utf8"),
       }),
     );

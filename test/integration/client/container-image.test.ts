@@ -3,7 +3,7 @@
  * bench's busybox image, with an ENTRYPOINT, a CMD, a WORKDIR, a non-root-owned directory and a
  * whiteout), prepared from the daemon tag and from its `docker save` tar; the SIF read back by siftool
  * (an independent reader), its partition unpacked by unsquashfs and compared with the prepared tree,
- * and the wrapper run in that tree by runc (or crun).
+ * and the wrapper run in that tree by runc (or crun) (test/support/oci-bundle.ts).
  */
 
 import assert from "node:assert/strict";
@@ -18,7 +18,8 @@ import Dockerode from "dockerode";
 import { create as tarCreate } from "tar";
 import { prepareContainer, type PreparedContainer } from "../../../client/container/prepare-container.js";
 import { manifestLines } from "../../../client/container/rootfs-manifest.js";
-import { run, runOk } from "../../support/exec.js";
+import { runOk } from "../../support/exec.js";
+import { dumpSifObject, OciBundle } from "../../support/oci-bundle.js";
 import { nonce } from "../../support/spire.js";
 import { loadStackEnv, type StackEnv } from "../../support/stack-env.js";
 
@@ -63,6 +64,7 @@ describe("client/container on the real bench (dockerd, mksquashfs, siftool, runc
   let work: string;
   let fromTag: PreparedContainer | undefined;
   let fromTar: PreparedContainer | undefined;
+  let bundle: OciBundle | undefined;
 
   before(async () => {
     env = loadStackEnv();
@@ -150,7 +152,7 @@ describe("client/container on the real bench (dockerd, mksquashfs, siftool, runc
     const parts = [];
     for (const p of [fromTag, fromTar]) {
       const out = join(tmp, `part-${parts.length}.sqfs`);
-      await runOk("sh", ["-c", 'exec "$1" dump 2 "$2" >"$3"', "sh", env.tools.siftool, p.sifPath, out]);
+      await dumpSifObject(env, p.sifPath, 2, out);
       parts.push(await sha256File(out));
     }
     assert.equal(parts[0], parts[1]);
@@ -170,21 +172,15 @@ describe("client/container on the real bench (dockerd, mksquashfs, siftool, runc
     const deffile = await runOk(env.tools.siftool, ["dump", "1", fromTag.sifPath]);
     assert.match(deffile, /exec \/sd-container\/tools\/entrypoint "\$@"/);
 
-    const part = join(tmp, "part.sqfs");
-    await runOk("sh", ["-c", 'exec "$1" dump 2 "$2" >"$3"', "sh", env.tools.siftool, fromTag.sifPath, part]);
-    const bundle = join(tmp, "bundle");
-    await mkdir(bundle);
-    await runOk("unsquashfs", ["-no-progress", "-d", join(bundle, "rootfs"), part]);
-    assert.deepEqual(await lines({ dir: join(bundle, "rootfs") }), await lines(fromTag.rootfs));
+    bundle = await OciBundle.fromSif(env, fromTag.sifPath, join(tmp, "bundle"));
+    assert.deepEqual(await lines({ dir: bundle.rootfs }), await lines(fromTag.rootfs));
   });
 
   it("runs the wrapper in the unpacked tree with runc: arguments intact, outputs where it says", async () => {
-    const bundle = join(tmp, "bundle");
     assert.ok(
-      existsSync(join(bundle, "rootfs", "sd-container", "tools", "entrypoint")),
+      bundle && existsSync(join(bundle.rootfs, "sd-container", "tools", "entrypoint")),
       "previous test unpacked it",
     );
-    const runtime = existsSync("/usr/sbin/runc") || existsSync("/usr/bin/runc") ? "runc" : "crun";
     const output = join(tmp, "output");
     const jobs = join(tmp, "input-jobs");
     await mkdir(output);
@@ -196,33 +192,19 @@ describe("client/container on the real bench (dockerd, mksquashfs, siftool, runc
         mode: 0o755,
       },
     );
-    await rm(join(bundle, "config.json"), { force: true });
-    await runOk(runtime, ["spec", "--bundle", bundle]);
-    const spec = JSON.parse(await readFile(join(bundle, "config.json"), "utf8"));
-    const cfg = JSON.parse(await readFile(join(bundle, "rootfs/sd-container/image-config.json"), "utf8"));
+    const cfg = JSON.parse(await readFile(join(bundle.rootfs, "sd-container/image-config.json"), "utf8"));
     const args = ["arg with spaces", `it's "quoted"`, "", "$HOME;`id`\nsecond line", "*"];
-    spec.process.terminal = false;
-    spec.process.args = [cfg.wrapper, ...args];
-    spec.process.env = cfg.env;
-    spec.process.cwd = "/";
-    spec.root = { path: "rootfs", readonly: true };
-    spec.mounts.push(
-      { destination: "/sd-container/output", type: "bind", source: output, options: ["rbind", "rw"] },
-      {
-        destination: "/sd-container/tools/input_logic/jobs",
-        type: "bind",
-        source: jobs,
-        options: ["rbind", "ro"],
-      },
-    );
-    await writeFile(join(bundle, "config.json"), JSON.stringify(spec));
-    const id = `hpcs-ctr-${n}`.toLowerCase();
-    try {
-      const r = await run(runtime, ["run", "--bundle", bundle, id], { timeoutMs: 60_000 });
-      assert.equal(r.code, 7, `${runtime} run: ${r.stderr}`);
-    } finally {
-      await run(runtime, ["delete", "--force", id]).catch(() => undefined);
-    }
+    const r = await bundle.run({
+      id: `hpcs-ctr-${n}`.toLowerCase(),
+      args: [cfg.wrapper, ...args],
+      env: cfg.env,
+      cwd: "/",
+      mounts: [
+        { destination: "/sd-container/output", source: output },
+        { destination: "/sd-container/tools/input_logic/jobs", source: jobs, readonly: true },
+      ],
+    });
+    assert.equal(r.code, 7, `${bundle.runtime} run: ${r.stderr}`);
     const stdout = await readFile(join(output, "stdout.log"), "utf8");
     assert.equal(
       stdout,
