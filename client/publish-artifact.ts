@@ -17,6 +17,7 @@ import { createWriteStream, type WriteStream } from "node:fs";
 import { rename, rm, writeFile } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { pipeline, type Readable, Transform } from "node:stream";
+import { ARTIFACT_CHUNK_BYTES } from "./artifact/artifact-stream.js";
 import { ArtifactSecret } from "./artifact/secret.js";
 import { CIPHER, formatInfo, INFO_VERSION, infoFileName, type ArtifactInfo } from "./data-prep/info-file.js";
 import { remove, writeFileAtomic } from "./ssh/remote-files.js";
@@ -269,6 +270,9 @@ async function uploadWithCopy(
       name: req.artifactName,
       mode: req.remoteMode,
       signal: req.signal,
+      // One encrypted chunk = one OpenSSH SFTP WRITE; measured ~15% faster than 64 × 32 KiB.
+      chunkSize: ARTIFACT_CHUNK_BYTES,
+      maxInFlight: 8,
     });
     if (part && localPath) await rename(part, localPath);
     return uploaded;

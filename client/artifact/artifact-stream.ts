@@ -14,8 +14,8 @@ import { WORKER_CHUNK_BYTES } from "./worker-pipe.js";
 /**
  * Size of the chunks `stream` delivers (worker path). Pass it to uploadStream as `chunkSize` (with
  * `maxInFlight: 8`): each chunk then goes out as one SFTP WRITE of the largest size OpenSSH accepts,
- * neither split nor glued to the next (measured ~2× faster than uploadStream's 32 KiB × 64 default
- * here, whose WRITEs each take two SSH packets).
+ * neither split nor glued to the next. Measured on the data-prep bench: ~15 % more throughput and
+ * ~15 MiB less peak RSS than uploadStream's 32 KiB × 64 default, whose WRITEs each take two SSH packets.
  */
 export const ARTIFACT_CHUNK_BYTES = WORKER_CHUNK_BYTES;
 

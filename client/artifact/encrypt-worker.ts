@@ -31,7 +31,7 @@ export interface EncryptWorkerData {
 
 /**
  * Ciphertext of `plaintext`, returned at once (the worker starts in the background). Memory is
- * bounded (a few MiB in flight each way, see worker-pipe.ts) whatever the size. Errors of `plaintext`
+ * bounded (about 1 MiB in flight each way, see worker-pipe.ts) whatever the size. Errors of `plaintext`
  * or of the encryption surface as one 'error' on the returned stream, after the worker has stopped;
  * destroying the returned stream terminates the worker and destroys `plaintext`.
  */

@@ -5,8 +5,8 @@
  * Why: V8 frees an ArrayBuffer's memory only when a GC finds it dead, and large, short-lived buffers
  * (ciphertext chunks, tar reads, SSH packets) make it collect only once ~64 MiB of them have piled up
  * in an isolate; with two isolates (the encryption worker and the calling thread) that is up to
- * ~130 MiB of garbage on top of the working set. Measured on the data-prep bench: a stream moved
- * through a worker peaked at ~160 MiB RSS unpaced, ~85 MiB with a scavenge every 16 MiB. Buffers
+ * ~130 MiB of garbage on top of the working set. Measured: 1 MiB buffers streamed from a worker to
+ * the calling thread peaked at ~160 MiB RSS unpaced, ~85 MiB with a scavenge every 16 MiB. Buffers
  * still in use at a scavenge are promoted and then wait for a full GC: cheap where the heap is small
  * (the calling thread: a few ms), costly where it is not (the worker holds tar's caches), hence the
  * full GC is optional.

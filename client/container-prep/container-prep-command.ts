@@ -50,7 +50,7 @@ export function containerPrepCommand(raw: RawContainerPrepFlags, io: CommandIo):
           },
           totalBytes: () => sif().sifSize,
           openCiphertext: async (secret, signal) =>
-            (await openArtifactStream(sif().sifPath, secret, { worker: true, signal })).stream,
+            (await openArtifactStream(sif().sifPath, secret, { worker: true, digest: false, signal })).stream,
         },
         cfg,
         io,

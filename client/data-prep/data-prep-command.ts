@@ -34,7 +34,7 @@ export function dataPrepCommand(raw: RawDataPrepFlags, io: CommandIo): Promise<n
         quiet: opts.quiet,
         totalBytes: () => total,
         openCiphertext: async (secret, signal) =>
-          (await openArtifactStream(opts.input, secret, { worker: true, signal })).stream,
+          (await openArtifactStream(opts.input, secret, { worker: true, digest: false, signal })).stream,
       },
       cfg,
       io,
