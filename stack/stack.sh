@@ -321,6 +321,13 @@ EOF
   wait_for "sshd" 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$SSH_PORT"
 }
 
+# What udev does on a desktop: /dev/fuse usable by every user, so jobs can mount gocryptfs (fusermount3
+# is setuid). Containers and minimal images often leave it root-only.
+fuse_up() {
+  [[ -c /dev/fuse ]] || mknod -m 0666 /dev/fuse c 10 229
+  chmod 0666 /dev/fuse
+}
+
 munge_up() {
   install -d -o munge -g munge -m 0755 /run/munge
   [[ -s /etc/munge/munge.key ]] || { mungekey --create --keyfile /etc/munge/munge.key && chown munge:munge /etc/munge/munge.key; }
@@ -445,6 +452,7 @@ cmd_up() {
   oidc_up
   vault_up
   sshd_up
+  fuse_up
   munge_up
   slurm_up
   docker_up

@@ -33,6 +33,11 @@ export interface ServerOptions {
   tokenMaxTtlSec?: number;
   /** Extra `key = value` lines for [hpcs-server]. */
   extraServerKeys?: string[];
+  /**
+   * `operator` (default: tests hand out operator tokens) or `munge`: the bench's munged socket, so a
+   * real Slurm job on this host gets its join token the way it does at a site.
+   */
+  nodeAttestation?: "operator" | "munge";
 }
 
 /**
@@ -132,7 +137,9 @@ export class HpcsServerProcess {
           `tls-cert = ${env.tls.cert}`,
           `tls-key = ${env.tls.key}`,
           "agent-model = per-job",
-          "node-attestation = operator",
+          ...(opts.nodeAttestation === "munge"
+            ? ["node-attestation = munge", `munge-socket = ${env.munge.socket}`]
+            : ["node-attestation = operator"]),
           ...(opts.extraServerKeys ?? []),
           "",
         ].join("\n"),
