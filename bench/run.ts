@@ -7,6 +7,7 @@ import { CONTAINER_PREP_USAGE, containerPrepBench } from "./container-prep.js";
 import { DATA_PREP_USAGE, dataPrepBench } from "./data-prep.js";
 import { encryptBench, ENCRYPT_USAGE } from "./encrypt.js";
 import { grantBench, GRANT_USAGE } from "./grant.js";
+import { jobBench, JOB_USAGE } from "./job.js";
 import { uploadBench, UPLOAD_USAGE } from "./upload.js";
 
 type Bench = (argv: string[]) => Promise<number>;
@@ -17,6 +18,7 @@ const BENCHES: Record<string, { run: Bench; usage: string }> = {
   encrypt: { run: encryptBench, usage: ENCRYPT_USAGE },
   "container-prep": { run: containerPrepBench, usage: CONTAINER_PREP_USAGE },
   "data-prep": { run: dataPrepBench, usage: DATA_PREP_USAGE },
+  job: { run: jobBench, usage: JOB_USAGE },
 };
 
 function usage(): string {

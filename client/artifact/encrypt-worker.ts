@@ -72,6 +72,9 @@ function startWorker(
 ): WorkerPipe {
   // The passphrase travels by workerData (a structured clone into the worker's heap), never argv or
   // env; ArtifactSecret itself cannot cross (its bytes are a private field), so the worker rebuilds it.
-  const worker = new Worker(new URL("./encrypt-worker-main.js", import.meta.url), { workerData: data });
+  const worker = new Worker(new URL("./encrypt-worker-main.js", import.meta.url), {
+    workerData: data,
+    resourceLimits: { maxYoungGenerationSizeMb: 8 },
+  });
   return pipeThroughWorker(worker, plaintext, { signal: opts.signal, label: "encryption worker" });
 }
