@@ -34,7 +34,8 @@ TEST_USERS=(alice bob)
 TEST_IMAGE=hpcs-bench/busybox:1
 
 APT_PACKAGES=(gocryptfs fuse3 gnupg slurm-wlm munge openssh-server docker.io docker-compose runc crun
-  squashfs-tools squashfuse shellcheck busybox-static jq openssl curl iproute2 procps debootstrap)
+  squashfs-tools squashfuse shellcheck busybox-static jq openssl curl iproute2 procps debootstrap
+  ansible ansible-lint)
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -428,7 +429,7 @@ write_env() {
       slurm: { conf: $slurmConf, partition: "debug", node: $host },
       munge: { socket: "/run/munge/munge.socket.2" },
       docker: { socket: $dockerSock, test_image: $image },
-      tools: { siftool: "\($bin)/siftool" }
+      tools: { siftool: "\($bin)/siftool", helm: "\($bin)/helm" }
     }' >"$tmp")
   mv "$tmp" "$STATE/env.json"
   mkdir -p "$HERE/../.stack"
@@ -490,7 +491,7 @@ cmd_status() {
   for c in "${COMPONENTS[@]}"; do
     if check "$c" >/dev/null 2>&1; then printf '%-26s up\n' "$c"; else printf '%-26s down\n' "$c"; bad=1; fi
   done
-  for t in gocryptfs gpg runc crun mksquashfs squashfuse shellcheck "$BIN/siftool"; do
+  for t in gocryptfs gpg runc crun mksquashfs squashfuse shellcheck "$BIN/siftool" "$BIN/helm" ansible-playbook ansible-lint; do
     if command -v "$t" >/dev/null; then printf '%-26s installed\n' "$(basename "$t")"; else printf '%-26s missing\n' "$(basename "$t")"; bad=1; fi
   done
   return $bad

@@ -28,7 +28,8 @@ export interface StackEnv {
   slurm: { conf: string; partition: string; node: string };
   munge: { socket: string };
   docker: { socket: string; test_image: string };
-  tools: { siftool: string };
+  /** helm: absent from an env.json written before the bench built it. */
+  tools: { siftool: string; helm?: string };
 }
 
 export const DEFAULT_STACK_ENV = "/var/lib/hpcs-stack/env.json";
