@@ -5,6 +5,7 @@
  * config behave as one (a restart loses nothing).
  */
 
+import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import type { ServerConfig } from "../lib/config/server-config.js";
@@ -15,6 +16,8 @@ import { SpireServerCli } from "../lib/spire/server-cli.js";
 import { SpireServerClient } from "../lib/spire/server-client.js";
 import { TokenKeeper } from "../lib/vault/token-keeper.js";
 import { VaultClient } from "../lib/vault/vault-client.js";
+import { AuditLog } from "./service/audit-log.js";
+import { auditedService } from "./service/audited-service.js";
 import { CallerAuthenticator } from "./service/caller.js";
 import { ClientRegistrar } from "./service/clients.js";
 import { Enrollments } from "./service/enrollment.js";
@@ -42,11 +45,13 @@ export interface ServerApp {
   /** Present in operator node-attestation mode: `hpcs-server node-token` issues through it. */
   operatorTokens?: OperatorAttestor;
   /**
-   * Deletes expired per-job aliases this process handed out (see service/sweeper.ts) every
-   * `intervalMs`, instead of waiting for SPIRE's 5-minute prune; returns a stop function. Aliases
-   * issued before a restart are left to SPIRE's own prune.
+   * Every `intervalMs` (default `[hpcs-server] sweep-interval`): revokes grants past their deadline,
+   * with their secrets (GrantService.sweepExpired, audited as grant.expire), and deletes expired
+   * per-job aliases this process handed out (service/sweeper.ts) instead of waiting for SPIRE's
+   * 5-minute prune. Returns a stop function. Aliases issued before a restart are left to SPIRE's own
+   * prune; expired grants are found in Vault, so any replica sweeps them.
    */
-  startAliasSweeper(intervalMs?: number): () => void;
+  startSweeper(intervalMs?: number): () => void;
   close(): Promise<void>;
 }
 
@@ -62,6 +67,8 @@ export interface AppOptions {
   callerAudience?: string;
   /** Join-token and alias lifetime for jobs (seconds); default [hpcs-server] node-token-ttl. */
   nodeTokenTtlSec?: number;
+  /** Where every call and every sweep is audited; default: nowhere (the CLI passes the real one). */
+  audit?: AuditLog;
 }
 
 export function spireFor(config: ServerConfig): SpireRegistration {
@@ -197,7 +204,7 @@ export async function createServerApp(
     agentModel: config.hpcsServer.agentModel,
     ttlSeconds: opts.nodeTokenTtlSec ?? hs.nodeTokenTtlSec,
   });
-  // Alias IDs this process issued, with their expiry, for startAliasSweeper.
+  // Alias IDs this process issued, with their expiry, for startSweeper.
   const issuedAliases = new Map<string, number>();
 
   const health = async (): Promise<HealthResponse> => {
@@ -219,7 +226,8 @@ export async function createServerApp(
     };
   };
 
-  const service: HpcsService = {
+  const audit = opts.audit ?? AuditLog.discard();
+  const inner: HpcsService = {
     registerClient: (ctx, req) => registrar.registerClient(ctx, req),
     grant: (ctx, req) => grants.grant(ctx, req),
     revoke: (ctx, req) => grants.revoke(ctx, req),
@@ -234,32 +242,53 @@ export async function createServerApp(
     endJob: (ctx, req) => nodes.endJob(ctx, req),
     health: () => health(),
   };
+  const service = auditedService(inner, audit);
+
+  const sweepGrants = async () => {
+    for (const g of await grants.sweepExpired()) {
+      const target = { clientId: g.clientId, secret: g.secret, expiresAt: g.expiresAt.toISOString() };
+      const base = {
+        requestId: `sweep-${randomUUID()}`,
+        action: "grant.expire" as const,
+        caller: "hpcs-server",
+      };
+      if (g.removed) {
+        audit.record({ ...base, callerVerified: true, result: "ok", target: { ...target, ...g.removed } });
+        logger.info({ ...target, ...g.removed }, "expired grant revoked");
+      } else {
+        audit.record({ ...base, callerVerified: true, result: "error", reason: g.error, target });
+        logger.warn({ ...target, error: g.error }, "expired grant not revoked; retrying next round");
+      }
+    }
+  };
+  const sweepAliases = async () => {
+    const now = Date.now();
+    const due = [...issuedAliases].filter(([, exp]) => exp <= now).map(([id]) => id);
+    if (due.length === 0) return;
+    const deleted = await sweepExpiredAliases(
+      spire,
+      due.map((id) => SpiffeId.parse(id)),
+    );
+    for (const id of due) issuedAliases.delete(id);
+    if (deleted.length > 0) logger.info({ deleted: deleted.length }, "expired job aliases deleted");
+  };
 
   return {
     service,
     enrollments,
     operatorTokens,
-    startAliasSweeper(intervalMs = 30_000) {
+    startSweeper(intervalMs = hs.sweepIntervalSec * 1000) {
       let running = false;
       const timer = setInterval(() => {
-        const now = Date.now();
-        const due = [...issuedAliases].filter(([, exp]) => exp <= now).map(([id]) => id);
-        if (running || due.length === 0) return;
+        if (running) return;
         running = true;
-        sweepExpiredAliases(
-          spire,
-          due.map((id) => SpiffeId.parse(id)),
-        )
-          .then((deleted) => {
-            for (const id of due) issuedAliases.delete(id);
-            if (deleted.length > 0) logger.info({ deleted: deleted.length }, "expired job aliases deleted");
-          })
-          .catch((err: unknown) =>
-            logger.warn({ error: (err as Error).message }, "alias sweep failed; retrying next round"),
-          )
-          .finally(() => {
-            running = false;
-          });
+        const round = async (what: string, sweep: () => Promise<void>) =>
+          sweep().catch((err: unknown) =>
+            logger.warn({ error: (err as Error).message }, `${what} sweep failed; retrying next round`),
+          );
+        void Promise.all([round("grant", sweepGrants), round("alias", sweepAliases)]).finally(() => {
+          running = false;
+        });
       }, intervalMs);
       timer.unref();
       return () => clearInterval(timer);

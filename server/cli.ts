@@ -8,7 +8,12 @@
  * The service and the enrollment function are injected (the composition root builds them from the
  * config), so this file only parses, loads the config, starts/stops the transports and prints.
  * Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error; errors are one line on stderr.
+ * `serve` opens the audit log (`[hpcs-server] audit-log`) and hands it to the service and the
+ * transports; `enroll` and `node-token` audit what they issued (on stderr when the audit log is stdout,
+ * which carries their output).
  */
+
+import { randomUUID } from "node:crypto";
 
 import { InvalidDurationError, parseDuration as parseDurationSec } from "../lib/duration.js";
 import { Command, CommanderError, Option } from "commander";
@@ -16,7 +21,8 @@ import { ConfigError } from "../lib/config/ini-file.js";
 import { loadServerConfig, type ServerConfig } from "../lib/config/server-config.js";
 import { createLogger, LOG_LEVELS, type Logger } from "../lib/log.js";
 import { InvalidNameError, validateName } from "../lib/names.js";
-import type { DestinationStream, Level } from "pino";
+import { type DestinationStream, type Level, pino } from "pino";
+import { type AuditAction, AuditLog, type AuditSink, openAuditSink } from "./service/audit-log.js";
 import { type HpcsService, ServiceError } from "./service/types.js";
 import { InsecureNotAllowedError, type ServerHandle, startServer } from "./transport/start-server.js";
 
@@ -51,7 +57,7 @@ export type NodeTokenFn = (
 ) => Promise<{ token: string; expiresAt: Date }>;
 
 export interface CliDeps {
-  createService(config: ServerConfig, logger: Logger): HpcsService | Promise<HpcsService>;
+  createService(config: ServerConfig, logger: Logger, audit: AuditLog): HpcsService | Promise<HpcsService>;
   createEnroll(config: ServerConfig, logger: Logger): EnrollFn | Promise<EnrollFn>;
   /** For `node-token` (node-attestation = operator only). */
   createNodeToken?(config: ServerConfig, logger: Logger): NodeTokenFn | Promise<NodeTokenFn>;
@@ -59,6 +65,8 @@ export interface CliDeps {
   stderr?: (text: string) => void;
   /** Where server logs go (default stdout). */
   logDestination?: DestinationStream;
+  /** Where audit lines go (default: `[hpcs-server] audit-log`). */
+  auditSink?: AuditSink;
   /** Resolves when `serve` should stop; default: SIGINT or SIGTERM. */
   waitForShutdown?: (handle: ServerHandle) => Promise<void>;
 }
@@ -82,6 +90,48 @@ export function parseDuration(text: string, field = "--ttl"): number {
 
 function oneLine(text: string): string {
   return (text.split("\n").find((l) => l.trim() !== "") ?? "error").trim();
+}
+
+/** The audit log of one command; `stdout` is where `audit-log = stdout` lines go for it. */
+function openAudit(
+  deps: CliDeps,
+  config: ServerConfig,
+  stdout: AuditSink,
+): { audit: AuditLog; close(): void } {
+  if (deps.auditSink) return { audit: new AuditLog(deps.auditSink), close: () => undefined };
+  const out = openAuditSink(config.hpcsServer.auditLog, stdout);
+  return { audit: new AuditLog(out.sink), close: out.close };
+}
+
+// One-shot commands print their result on stdout; their audit line goes to stderr (synchronous on
+// Linux for pipes and files, so the line is out before the process exits).
+const toStderr: AuditSink = (line) => void process.stderr.write(line);
+
+/** Runs an operator command's issuing step and audits it (never the issued secret). */
+async function issueAudited<T extends { expiresAt: Date }>(
+  audit: AuditLog,
+  action: AuditAction,
+  target: Record<string, string | boolean>,
+  issue: () => Promise<T>,
+  secretOf: (r: T) => string,
+): Promise<T> {
+  const base = {
+    requestId: `cli-${randomUUID()}`,
+    action,
+    caller: `operator:uid ${process.getuid?.() ?? "?"}`,
+    callerVerified: false,
+    target,
+  };
+  try {
+    const r = await issue();
+    audit.record({ ...base, result: "ok", target: { ...target, expiresAt: r.expiresAt.toISOString() } }, [
+      secretOf(r),
+    ]);
+    return r;
+  } catch (err) {
+    audit.recordFailure(base, err);
+    throw err;
+  }
 }
 
 function defaultShutdown(): Promise<void> {
@@ -119,21 +169,27 @@ export function buildProgram(deps: CliDeps, out: (t: string) => void, err: (t: s
           throw new UsageError(`--grpc-port: ${JSON.stringify(opts.grpcPort)} is not a port; use 0-65535`);
         }
       }
-      const logger = createLogger({
-        level: opts.logLevel,
-        ...(deps.logDestination ? { destination: deps.logDestination } : {}),
-      });
+      // One synchronous writer on stdout for pino and the audit lines: two writers on fd 1 could
+      // interleave inside a line when a pipe is full, and a sync one retries instead of dropping.
+      const stdout = deps.logDestination ?? pino.destination({ dest: 1, sync: true });
+      const logger = createLogger({ level: opts.logLevel, destination: stdout });
       if (!config.hpcsServer.tls && !opts.insecure) throw new InsecureNotAllowedError();
-      const service = await deps.createService(config, logger);
-      const handle = await startServer(config, service, logger, {
-        insecure: opts.insecure,
-        ...(grpcPort !== undefined
-          ? { grpc: { host: config.hpcsServer.grpcListen.host, port: grpcPort } }
-          : {}),
-      });
-      await (deps.waitForShutdown ?? defaultShutdown)(handle);
-      logger.info("shutting down");
-      await handle.close();
+      const { audit, close } = openAudit(deps, config, (line) => void stdout.write(line));
+      try {
+        const service = await deps.createService(config, logger, audit);
+        const handle = await startServer(config, service, logger, {
+          insecure: opts.insecure,
+          audit,
+          ...(grpcPort !== undefined
+            ? { grpc: { host: config.hpcsServer.grpcListen.host, port: grpcPort } }
+            : {}),
+        });
+        await (deps.waitForShutdown ?? defaultShutdown)(handle);
+        logger.info("shutting down");
+        await handle.close();
+      } finally {
+        close();
+      }
     });
 
   program
@@ -153,7 +209,19 @@ export function buildProgram(deps: CliDeps, out: (t: string) => void, err: (t: s
         ...(deps.logDestination ? { destination: deps.logDestination } : {}),
       });
       const enroll = await deps.createEnroll(config, logger);
-      const r = await enroll(name, ttl, opts.force ? { force: true } : {});
+      const { audit, close } = openAudit(deps, config, toStderr);
+      let r;
+      try {
+        r = await issueAudited(
+          audit,
+          "enrollment.issue",
+          { clientName: name, force: opts.force },
+          () => enroll(name, ttl, opts.force ? { force: true } : {}),
+          (x) => x.secret,
+        );
+      } finally {
+        close();
+      }
       if (opts.json) {
         out(
           `${JSON.stringify({ clientName: r.clientName, enrollmentSecret: r.secret, expiresAt: r.expiresAt.toISOString() })}\n`,
@@ -194,7 +262,19 @@ export function buildProgram(deps: CliDeps, out: (t: string) => void, err: (t: s
         ...(deps.logDestination ? { destination: deps.logDestination } : {}),
       });
       const issue = await deps.createNodeToken(config, logger);
-      const r = await issue(node, user, ttl);
+      const { audit, close } = openAudit(deps, config, toStderr);
+      let r;
+      try {
+        r = await issueAudited(
+          audit,
+          "node-token.issue",
+          { node, user },
+          () => issue(node, user, ttl),
+          (x) => x.token,
+        );
+      } finally {
+        close();
+      }
       if (opts.json) {
         out(
           `${JSON.stringify({ node, user, operatorToken: r.token, expiresAt: r.expiresAt.toISOString() })}\n`,

@@ -5,10 +5,10 @@ import { createServerApp } from "./app.js";
 import { runCli } from "./cli.js";
 
 process.exitCode = await runCli(process.argv.slice(2), {
-  createService: async (config, logger) => {
-    const app = await createServerApp(config, logger);
+  createService: async (config, logger, audit) => {
+    const app = await createServerApp(config, logger, { audit });
     // The timer is unref'd: it never keeps the process alive after the transports close.
-    app.startAliasSweeper();
+    app.startSweeper();
     return app.service;
   },
   createEnroll: async (config, logger) => {

@@ -40,6 +40,13 @@ import { checkKnownKeys, type KnownKeys, SectionReader } from "./section-reader.
  *                                 (default /run/munge/munge.socket.2)
  *                  unmunge-bin, squeue-bin   the programs (default unmunge, squeue; one word each)
  *                  munge-max-age  oldest MUNGE credential accepted, by its ENCODE_TIME (default 5m; 1s … 1h)
+ *                  audit-log      stdout | <file>: one JSON line per security-relevant call (default stdout;
+ *                                 a file is appended to and created 0600)
+ *                  sweep-interval how often expired grants and job aliases are removed (default 30s; 1s … 1h)
+ *                  rate-limit-register     registrations per client address, e.g. 10/min (default; 0 or
+ *                                 off disables); counts /v1/clients/register, /api/client/register, RegisterClient
+ *                  rate-limit-node-token   node token and end-job calls per address (default 120/min; 0 or off
+ *                                 disables); counts /v1/nodes/*, /api/agents/token, NodeJoinToken, EndJob
  *
  * `pre-command` becomes an argv array (see command-argv.ts), never a shell string.
  */
@@ -79,7 +86,19 @@ export interface ServerConfig {
     nodeTokenTtlSec: number;
     /** node-attestation = munge: how credentials are verified and jobs looked up. */
     munge: { socket: string; unmungeBin: string; squeueBin: string; maxAgeSec: number };
+    /** Where audit lines go (see server/service/audit-log.ts). */
+    auditLog: { to: "stdout" } | { to: "file"; path: string };
+    /** How often expired grants and per-job aliases are swept, in seconds. */
+    sweepIntervalSec: number;
+    /** Token buckets per client address; an absent limit is off. */
+    rateLimits: { register?: RateLimit; nodeToken?: RateLimit };
   };
+}
+
+/** `count` calls per `periodSec`, refilled continuously (a token bucket of size count). */
+export interface RateLimit {
+  count: number;
+  periodSec: number;
 }
 
 export const SERVER_KEYS: KnownKeys = {
@@ -101,6 +120,10 @@ export const SERVER_KEYS: KnownKeys = {
     "unmunge-bin",
     "squeue-bin",
     "munge-max-age",
+    "audit-log",
+    "sweep-interval",
+    "rate-limit-register",
+    "rate-limit-node-token",
   ],
 };
 
@@ -110,6 +133,9 @@ export const DEFAULT_CALLER_AUDIENCE = "hpcs-server";
 export const DEFAULT_NODE_TOKEN_TTL = "1h";
 export const DEFAULT_MUNGE_SOCKET = "/run/munge/munge.socket.2";
 export const DEFAULT_MUNGE_MAX_AGE = "5m";
+export const DEFAULT_SWEEP_INTERVAL = "30s";
+export const DEFAULT_RATE_LIMIT_REGISTER = "10/min";
+export const DEFAULT_RATE_LIMIT_NODE_TOKEN = "120/min";
 
 export function loadServerConfig(path: string): ServerConfig {
   return serverConfigFrom(readIniFile(path));
@@ -186,6 +212,15 @@ export function serverConfigFrom(doc: IniDocument): ServerConfig {
     clientSelectors: selectorList(hs, "client-selectors"),
     nodeTokenTtlSec: duration(hs, "node-token-ttl", hs.optString("node-token-ttl") ?? DEFAULT_NODE_TOKEN_TTL),
     munge: mungeKeys(hs),
+    auditLog: auditLog(hs),
+    sweepIntervalSec: duration(
+      hs,
+      "sweep-interval",
+      hs.optString("sweep-interval") ?? DEFAULT_SWEEP_INTERVAL,
+      1,
+      3600,
+    ),
+    rateLimits: rateLimits(hs),
   };
   if (hpcsServer.grpcListen.port === httpListen.port && hpcsServer.grpcListen.host === httpListen.host) {
     throw hs.error("grpc-listen", "same address as listen; give gRPC its own port, e.g. listen's port + 1");
@@ -224,6 +259,48 @@ function mungeKeys(hs: SectionReader): ServerConfig["hpcsServer"]["munge"] {
     squeueBin: program("squeue-bin", "squeue"),
     maxAgeSec,
   };
+}
+
+function auditLog(hs: SectionReader): ServerConfig["hpcsServer"]["auditLog"] {
+  const v = hs.optString("audit-log");
+  if (v === undefined || v === "stdout") return { to: "stdout" };
+  if (v === "")
+    throw hs.error("audit-log", "empty; set it to stdout or a file path, e.g. /var/log/hpcs/audit.log");
+  return { to: "file", path: hs.optPath("audit-log") as string };
+}
+
+function rateLimits(hs: SectionReader): ServerConfig["hpcsServer"]["rateLimits"] {
+  const out: ServerConfig["hpcsServer"]["rateLimits"] = {};
+  const register = rateLimit(hs, "rate-limit-register", DEFAULT_RATE_LIMIT_REGISTER);
+  const nodeToken = rateLimit(hs, "rate-limit-node-token", DEFAULT_RATE_LIMIT_NODE_TOKEN);
+  if (register) out.register = register;
+  if (nodeToken) out.nodeToken = nodeToken;
+  return out;
+}
+
+const RATE_UNITS: Record<string, number> = { s: 1, sec: 1, m: 60, min: 60, h: 3600, hour: 3600 };
+
+/** "10/min", "5/s", "300/h"; "0" or "off" = no limit. */
+export function parseRateLimit(v: string): RateLimit | undefined {
+  const t = v.trim().toLowerCase();
+  if (t === "0" || t === "off") return undefined;
+  const m = /^(\d{1,6})\s*\/\s*([a-z]+)$/.exec(t);
+  const periodSec = RATE_UNITS[m?.[2] ?? ""];
+  const count = Number(m?.[1]);
+  if (!m || periodSec === undefined || !(count >= 1)) {
+    throw new Error(
+      `${JSON.stringify(v)} is not a rate; use <count>/<s|min|h>, e.g. 10/min, or 0 / off for no limit`,
+    );
+  }
+  return { count, periodSec };
+}
+
+function rateLimit(hs: SectionReader, key: string, fallback: string): RateLimit | undefined {
+  try {
+    return parseRateLimit(hs.optString(key) ?? fallback);
+  } catch (err) {
+    throw hs.error(key, (err as Error).message);
+  }
 }
 
 function commandArgv(r: SectionReader, key: string): string[] {
@@ -276,10 +353,16 @@ function selectorList(r: SectionReader, key: string): { type: string; value: str
 const MIN_DURATION_SEC = 60;
 const MAX_DURATION_SEC = 30 * 24 * 3600;
 
-/** "90s", "15m", "1h", "7d" or plain seconds, 60 s … 30 d. */
-function duration(r: SectionReader, key: string, v: string): number {
+/** "90s", "15m", "1h", "7d" or plain seconds, 60 s … 30 d unless other bounds are given. */
+function duration(
+  r: SectionReader,
+  key: string,
+  v: string,
+  min = MIN_DURATION_SEC,
+  max = MAX_DURATION_SEC,
+): number {
   try {
-    return parseDuration(v, MIN_DURATION_SEC, MAX_DURATION_SEC);
+    return parseDuration(v, min, max);
   } catch (err) {
     if (err instanceof InvalidDurationError) throw r.error(key, err.message);
     throw err;

@@ -7,6 +7,7 @@ import { grantPolicy, grantPolicyName, secretPath } from "../../lib/vault/polici
 import type { VaultClient } from "../../lib/vault/vault-client.js";
 import { toServiceError } from "./backend-error.js";
 import type { CallerAuthenticator } from "./caller.js";
+import { GrantExpiries } from "./grant-expiry.js";
 import { GrantIndex } from "./grant-index.js";
 import {
   type CallContext,
@@ -31,9 +32,17 @@ import {
  *            uid/group) is what isolates users; the selector, true for every process of the job, only
  *            keeps the SVID away from other processes under a well-behaved agent.
  *
- * Order: index → entries (ONE batch) → policy → role → secret metadata; any failure undoes what this
- * call created. SPIRE answers ALREADY_EXISTS for an identical entry, which is how a repeated grant stays
- * idempotent.
+ * Order: index → deadline → entries (ONE batch) → policy → role → secret metadata; any failure undoes
+ * what this call created. SPIRE answers ALREADY_EXISTS for an identical entry, which is how a repeated
+ * grant stays idempotent.
+ *
+ * Expiry: a grant's deadline is carried by its entries (expires_at), by the role (token TTL ≤ the time
+ * left), by the secret's metadata (custom_metadata hpcs-expires-at) and by the deadline record
+ * (grant-expiry.ts); the latest grant of a secret sets the secret's deadline or, without one, clears
+ * it. SPIRE prunes expired entries only every 5 minutes and serves them until then, and Vault keeps a
+ * role forever, so sweepExpired (on the server's timer) revokes an expired grant like revoke with
+ * deleteSecret: entries, role, policy (which also strips tokens already issued: Vault evaluates a
+ * token's policies by name at each request) and the secret itself.
  */
 
 export type GrantVault = Pick<
@@ -66,8 +75,18 @@ export interface GrantServiceOptions {
 export const MAX_LIST = 10_000;
 /** nodes × (users + groups); SPIRE handles more, but one request should not create a million entries. */
 export const MAX_ENTRIES = 100_000;
-const MIN_REMAINING_SEC = 60;
+// Short enough for tests and demos; a deadline closer than this is more likely a clock or unit mistake.
+const MIN_REMAINING_SEC = 10;
 export const EXPIRES_METADATA_KEY = "hpcs-expires-at";
+
+export interface ExpiredGrant {
+  clientId: string;
+  secret: string;
+  expiresAt: Date;
+  /** What the sweep removed, or why it failed (it is retried on the next sweep). */
+  removed?: RevokeResponse;
+  error?: string;
+}
 
 export interface GrantTarget {
   trustDomain: string;
@@ -108,11 +127,13 @@ export function grantEntries(t: GrantTarget): EntrySpec[] {
 export class GrantService {
   private readonly now: () => number;
   private readonly index: GrantIndex;
+  private readonly expiries: GrantExpiries;
   private readonly td: string;
 
   constructor(private readonly opts: GrantServiceOptions) {
     this.now = opts.now ?? Date.now;
     this.index = new GrantIndex(opts.vault);
+    this.expiries = new GrantExpiries(opts.vault);
     this.td = opts.config.spireServer.trustDomain;
   }
 
@@ -169,6 +190,11 @@ export class GrantService {
       if (await this.index.add(clientId, secret, new Date(this.now()))) {
         undo.push(() => this.index.remove(clientId, secret));
       }
+      // Before anything that can expire, so the sweeper always knows what to remove.
+      const previousDeadline = await this.expiries.set(clientId, secret, expiresAt);
+      if (previousDeadline?.getTime() !== expiresAt?.getTime()) {
+        undo.push(() => this.expiries.set(clientId, secret, previousDeadline));
+      }
 
       const results = await this.opts.spire.batchCreateEntries(entries);
       const created = results.flatMap((r) => (r.status === "created" ? [r.id] : []));
@@ -194,14 +220,15 @@ export class GrantService {
           : this.opts.vault.writeJwtRole(role.name, oldRole),
       );
 
-      if (expiresAt) {
+      if (expiresAt || previousDeadline) {
         // Only on an existing secret: metadata written first would make the client's later first write
         // an "update" in kv-v2, which its create-only policy refuses. Entries and role carry the expiry
-        // either way.
+        // either way. A grant without a deadline removes the one an earlier grant wrote.
         const meta = await this.opts.vault.kvReadMetadata(kvPath);
         if (meta) {
+          const { [EXPIRES_METADATA_KEY]: _old, ...rest } = meta.customMetadata;
           await this.opts.vault.kvWriteMetadata(kvPath, {
-            customMetadata: { ...meta.customMetadata, [EXPIRES_METADATA_KEY]: expiresAt.toISOString() },
+            customMetadata: expiresAt ? { ...rest, [EXPIRES_METADATA_KEY]: expiresAt.toISOString() } : rest,
           });
         }
       }
@@ -226,42 +253,66 @@ export class GrantService {
   async revoke(ctx: CallContext, req: RevokeRequest): Promise<RevokeResponse> {
     const clientId = await this.opts.caller.authenticate(ctx);
     const secret = checkName("secret", "secret", req.secret);
-    const spiffeId = SpiffeId.of(this.td, "c", clientId, "s", secret);
-    const name = grantPolicyName(clientId, secret);
-    const kvPath = secretPath(clientId, secret);
     try {
-      const entries = await this.opts.spire.listEntries({ bySpiffeId: spiffeId });
-      const hadRole = (await this.opts.vault.readJwtRole(name)) !== undefined;
-      const hadPolicy = (await this.opts.vault.readPolicy(name)) !== undefined;
-      const listed = (await this.index.secrets(clientId)).includes(secret);
-      const hadSecret = req.deleteSecret
-        ? (await this.opts.vault.kvReadMetadata(kvPath)) !== undefined
-        : false;
-      if (entries.length === 0 && !hadRole && !hadPolicy && !listed && !hadSecret) {
-        throw new ServiceError("not_found", `no grant of secret ${secret} for client ${clientId}`);
-      }
-      // Entries first: without them no job can get the SVID, even before the role is gone.
-      let entriesDeleted = 0;
-      if (entries.length > 0) {
-        const results = await this.opts.spire.batchDeleteEntries(entries.map((e) => e.id));
-        const bad = results.find((r) => r.status === "error");
-        if (bad && bad.status === "error") {
-          throw new ServiceError(
-            "internal",
-            `SPIRE could not delete entry ${bad.id}: ${bad.message}; revoke again`,
-          );
-        }
-        entriesDeleted = results.filter((r) => r.status === "deleted").length;
-      }
-      if (hadRole) await this.opts.vault.deleteJwtRole(name);
-      if (hadPolicy) await this.opts.vault.deletePolicy(name);
-      if (hadSecret) await this.opts.vault.kvDestroyAll(kvPath);
-      // Last, so an interrupted revoke is still listed and can be repeated.
-      if (listed) await this.index.remove(clientId, secret);
-      return { entriesDeleted, roleDeleted: hadRole, policyDeleted: hadPolicy, secretDeleted: hadSecret };
+      return await this.remove(clientId, secret, req.deleteSecret === true);
     } catch (err) {
       throw toServiceError(err, `revoke ${secret}`);
     }
+  }
+
+  /**
+   * Revokes every grant whose deadline has passed, with its secret (see the header). A failure is
+   * reported in the result and retried on the next sweep; a grant re-granted with a later deadline
+   * since the record was read is left alone.
+   */
+  async sweepExpired(now: Date = new Date(this.now())): Promise<ExpiredGrant[]> {
+    const out: ExpiredGrant[] = [];
+    for (const g of await this.expiries.all()) {
+      if (g.expiresAt.getTime() > now.getTime()) continue;
+      try {
+        const current = await this.expiries.get(g.clientId, g.secret);
+        if (current === undefined || current.getTime() > now.getTime()) continue;
+        out.push({ ...g, removed: await this.remove(g.clientId, g.secret, true) });
+      } catch (err) {
+        out.push({ ...g, error: toServiceError(err, `expire ${g.secret}`).message });
+      }
+    }
+    return out;
+  }
+
+  private async remove(clientId: string, secret: string, deleteSecret: boolean): Promise<RevokeResponse> {
+    const spiffeId = SpiffeId.of(this.td, "c", clientId, "s", secret);
+    const name = grantPolicyName(clientId, secret);
+    const kvPath = secretPath(clientId, secret);
+    const entries = await this.opts.spire.listEntries({ bySpiffeId: spiffeId });
+    const hadRole = (await this.opts.vault.readJwtRole(name)) !== undefined;
+    const hadPolicy = (await this.opts.vault.readPolicy(name)) !== undefined;
+    const listed = (await this.index.secrets(clientId)).includes(secret);
+    const deadline = await this.expiries.get(clientId, secret);
+    const hadSecret = deleteSecret ? (await this.opts.vault.kvReadMetadata(kvPath)) !== undefined : false;
+    if (entries.length === 0 && !hadRole && !hadPolicy && !listed && !hadSecret && !deadline) {
+      throw new ServiceError("not_found", `no grant of secret ${secret} for client ${clientId}`);
+    }
+    // Entries first: without them no job can get the SVID, even before the role is gone.
+    let entriesDeleted = 0;
+    if (entries.length > 0) {
+      const results = await this.opts.spire.batchDeleteEntries(entries.map((e) => e.id));
+      const bad = results.find((r) => r.status === "error");
+      if (bad && bad.status === "error") {
+        throw new ServiceError(
+          "internal",
+          `SPIRE could not delete entry ${bad.id}: ${bad.message}; revoke again`,
+        );
+      }
+      entriesDeleted = results.filter((r) => r.status === "deleted").length;
+    }
+    if (hadRole) await this.opts.vault.deleteJwtRole(name);
+    if (hadPolicy) await this.opts.vault.deletePolicy(name);
+    if (hadSecret) await this.opts.vault.kvDestroyAll(kvPath);
+    // Last, so an interrupted revoke is still listed (and still swept) and can be repeated.
+    if (deadline) await this.expiries.set(clientId, secret, undefined);
+    if (listed) await this.index.remove(clientId, secret);
+    return { entriesDeleted, roleDeleted: hadRole, policyDeleted: hadPolicy, secretDeleted: hadSecret };
   }
 
   async listGrants(ctx: CallContext): Promise<GrantSummary[]> {

@@ -7,6 +7,8 @@
  * - `authorization: Bearer <jwt>` metadata → CallContext.bearerJwt; `x-request-id` → requestId (or a
  *   fresh UUID), echoed in response headers and trailers.
  * - ServiceError codes → gRPC status codes; anything else → INTERNAL with a generic message.
+ * - RegisterClient, NodeJoinToken and EndJob are rate-limited per client address (rate-limit.ts:
+ *   RESOURCE_EXHAUSTED with a `retry-after` trailer); refusals the service never saw are audited here.
  */
 
 import { readFileSync } from "node:fs";
@@ -14,6 +16,7 @@ import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { claimedSpiffeId, type Logger } from "../../lib/log.js";
+import type { AuditAction, AuditLog } from "../service/audit-log.js";
 import {
   type CallContext,
   type HpcsService,
@@ -22,6 +25,7 @@ import {
   type Selector,
 } from "../service/types.js";
 import { bearerFrom, GRPC_STATUS, logCall, requestIdFrom, toServiceError } from "./call-log.js";
+import { type LimitGroup, peerKey, RateLimitedError, type RateLimiter } from "./rate-limit.js";
 
 // This file runs from dist/server/transport/ (or another out dir at the same depth): three levels up
 // is the repository root, which holds proto/.
@@ -56,6 +60,26 @@ export interface GrpcServerOptions {
   tls?: { certFile: string; keyFile: string };
   /** Plaintext; only when explicitly configured (test benches). */
   insecure?: boolean;
+  /** Audit of refusals the service never saw; none when absent (unit tests). */
+  audit?: AuditLog;
+  /** Limits for RegisterClient, NodeJoinToken and EndJob; none when absent. */
+  limiter?: RateLimiter;
+}
+
+/** Per method: its audit action and rate-limit group. */
+const METHOD_GUARDS: Record<string, { action?: AuditAction; limit?: LimitGroup }> = {
+  RegisterClient: { action: "client.register", limit: "register" },
+  Grant: { action: "grant.create" },
+  Revoke: { action: "grant.revoke" },
+  ListGrants: { action: "grant.list" },
+  NodeJoinToken: { action: "node.token", limit: "node-token" },
+  EndJob: { action: "node.end-job", limit: "node-token" },
+  Health: {},
+};
+
+interface Guards {
+  audit?: AuditLog | undefined;
+  limiter?: RateLimiter | undefined;
 }
 
 export interface GrpcServerHandle {
@@ -126,7 +150,10 @@ export async function startGrpcServer(
 ): Promise<GrpcServerHandle> {
   const creds = credentialsFor(opts);
   const server = new grpc.Server({ "grpc.max_receive_message_length": 64 * 1024 });
-  server.addService(hpcsServiceDefinition(), grpcHandlers(service, log));
+  server.addService(
+    hpcsServiceDefinition(),
+    grpcHandlers(service, log, { audit: opts.audit, limiter: opts.limiter }),
+  );
   const host = opts.host.includes(":") ? `[${opts.host}]` : opts.host;
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${opts.port}`, creds, (err, p) => (err ? reject(err) : resolve(p)));
@@ -169,7 +196,11 @@ function summary(g: GrantSummary): object {
 }
 
 /** The method table: proto method name → handler. */
-export function grpcHandlers(service: HpcsService, log: Logger): grpc.UntypedServiceImplementation {
+export function grpcHandlers(
+  service: HpcsService,
+  log: Logger,
+  guards: Guards = {},
+): grpc.UntypedServiceImplementation {
   const methods: Record<string, Handler> = {
     RegisterClient: async (ctx, raw) => {
       const req = raw as RawRegisterClientRequest;
@@ -268,7 +299,7 @@ export function grpcHandlers(service: HpcsService, log: Logger): grpc.UntypedSer
   const impl: grpc.UntypedServiceImplementation = {};
   for (const [name, handler] of Object.entries(methods)) {
     impl[name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-      void runUnary(name, handler, call, callback, log);
+      void runUnary(name, handler, call, callback, log, guards);
     };
   }
   return impl;
@@ -298,6 +329,7 @@ async function runUnary(
   call: grpc.ServerUnaryCall<unknown, unknown>,
   callback: grpc.sendUnaryData<unknown>,
   log: Logger,
+  guards: Guards,
 ): Promise<void> {
   const startedAt = process.hrtime.bigint();
   const requestId = requestIdFrom(firstString(call.metadata, "x-request-id"));
@@ -307,7 +339,9 @@ async function runUnary(
   call.sendMetadata(out);
 
   let bearerJwt: string | undefined;
+  const { action, limit } = METHOD_GUARDS[method] ?? {};
   try {
+    if (limit) guards.limiter?.take(limit, peerKey(peer));
     bearerJwt = bearerFrom(firstString(call.metadata, "authorization"));
     const ctx: CallContext = { requestId, peerAddress: peer };
     if (bearerJwt !== undefined) ctx.bearerJwt = bearerJwt;
@@ -325,8 +359,16 @@ async function runUnary(
     });
     callback(null, res);
   } catch (err) {
-    const se = toServiceError(err, log, requestId, requestSecrets(call.request, bearerJwt));
+    const secrets = requestSecrets(call.request, bearerJwt);
+    const se = toServiceError(err, log, requestId, secrets);
     const code = GRPC_STATUS[se.code];
+    if (guards.audit && action && !guards.audit.wasRecorded(err)) {
+      guards.audit.recordFailure(
+        { requestId, action, caller: claimedSpiffeId(bearerJwt), callerVerified: false, peer },
+        se,
+        secrets,
+      );
+    }
     logCall(log, {
       requestId,
       transport: "grpc",
@@ -339,6 +381,7 @@ async function runUnary(
     });
     const trailers = new grpc.Metadata();
     trailers.set("x-request-id", requestId);
+    if (se instanceof RateLimitedError) trailers.set("retry-after", String(se.retryAfterSec));
     callback({ code, details: se.message, metadata: trailers });
   }
 }

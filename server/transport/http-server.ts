@@ -1,7 +1,10 @@
 /**
  * The JSON/HTTP transport (node:https; node:http only when `insecure` is explicitly set), over the same
  * HpcsService as gRPC. Authentication: `Authorization: Bearer <JWT-SVID>`. Request id: `X-Request-Id`
- * (or a fresh UUID), echoed on every response. Bodies are JSON objects of at most 64 KiB (413 beyond,
+ * (or a fresh UUID), echoed on every response (header, and `requestId` in error bodies) so a job can log
+ * it. Registration and node-token routes are rate-limited per client address (rate-limit.ts: 429 with
+ * Retry-After). Refusals the service never saw (rate limit, malformed body or Authorization header) are
+ * audited here; the service's own calls are audited by service/audited-service.ts. Bodies are JSON objects of at most 64 KiB (413 beyond,
  * 400 for anything that is not a JSON object). Errors: `{"error": {"code", "message", "requestId"}}`
  * with ServiceError code → 400/401/403/404/409/412/429/503/500. Timestamps are ISO 8601 strings (UTC);
  * `expiresAt` in a request also accepts UNIX seconds.
@@ -43,6 +46,7 @@ import * as http from "node:http";
 import * as https from "node:https";
 import type { AddressInfo } from "node:net";
 import { claimedSpiffeId, type Logger } from "../../lib/log.js";
+import type { AuditAction, AuditLog } from "../service/audit-log.js";
 import {
   type CallContext,
   type GrantSummary,
@@ -51,6 +55,7 @@ import {
   ServiceError,
 } from "../service/types.js";
 import { bearerFrom, HTTP_STATUS, logCall, requestIdFrom, toServiceError } from "./call-log.js";
+import { type LimitGroup, peerKey, RateLimitedError, type RateLimiter } from "./rate-limit.js";
 
 export const MAX_BODY_BYTES = 64 * 1024;
 
@@ -62,6 +67,10 @@ export interface HttpServerOptions {
   /** Plaintext HTTP; only when explicitly configured (test benches). */
   insecure?: boolean;
   maxBodyBytes?: number;
+  /** Audit of refusals the service never saw; none when absent (unit tests). */
+  audit?: AuditLog;
+  /** Limits for routes with a `limit` group; none when absent. */
+  limiter?: RateLimiter;
 }
 
 export interface HttpServerHandle {
@@ -94,6 +103,10 @@ interface Route {
   compat: boolean;
   /** Whether the route reads a JSON body. */
   body: boolean;
+  /** The audit action of the service call behind the route (health has none). */
+  action?: AuditAction;
+  /** The rate-limit group the route counts against. */
+  limit?: LimitGroup;
   run(input: RouteInput, service: HpcsService): Promise<RouteResult>;
 }
 
@@ -190,6 +203,8 @@ export const ROUTES: Route[] = [
     method: "POST",
     path: /^\/v1\/clients\/register$/,
     name: "POST /v1/clients/register",
+    action: "client.register",
+    limit: "register",
     compat: false,
     body: true,
     async run({ ctx, body }, service) {
@@ -213,6 +228,7 @@ export const ROUTES: Route[] = [
     method: "POST",
     path: /^\/v1\/grants$/,
     name: "POST /v1/grants",
+    action: "grant.create",
     compat: false,
     body: true,
     async run({ ctx, body }, service) {
@@ -231,6 +247,7 @@ export const ROUTES: Route[] = [
     method: "DELETE",
     path: /^\/v1\/grants\/([^/]+)$/,
     name: "DELETE /v1/grants/:secret",
+    action: "grant.revoke",
     compat: false,
     body: false,
     async run({ ctx, params, query }, service) {
@@ -246,6 +263,7 @@ export const ROUTES: Route[] = [
     method: "GET",
     path: /^\/v1\/grants$/,
     name: "GET /v1/grants",
+    action: "grant.list",
     compat: false,
     body: false,
     async run({ ctx }, service) {
@@ -257,6 +275,8 @@ export const ROUTES: Route[] = [
     method: "POST",
     path: /^\/v1\/nodes\/token$/,
     name: "POST /v1/nodes/token",
+    action: "node.token",
+    limit: "node-token",
     compat: false,
     body: true,
     async run({ ctx, body }, service) {
@@ -275,6 +295,8 @@ export const ROUTES: Route[] = [
     method: "POST",
     path: /^\/v1\/nodes\/end-job$/,
     name: "POST /v1/nodes/end-job",
+    action: "node.end-job",
+    limit: "node-token",
     compat: false,
     body: true,
     async run({ ctx, body }, service) {
@@ -302,6 +324,8 @@ export const ROUTES: Route[] = [
     method: "POST",
     path: /^\/api\/agents\/token$/,
     name: "POST /api/agents/token",
+    action: "node.token",
+    limit: "node-token",
     compat: true,
     body: true,
     async run({ ctx, body, query }, service) {
@@ -335,6 +359,8 @@ export const ROUTES: Route[] = [
     method: "POST",
     path: /^\/api\/client\/register$/,
     name: "POST /api/client/register",
+    action: "client.register",
+    limit: "register",
     compat: true,
     body: true,
     async run({ ctx, body }, service) {
@@ -365,6 +391,7 @@ export const ROUTES: Route[] = [
     method: "POST",
     path: /^\/api\/client\/create-workloads$/,
     name: "POST /api/client/create-workloads",
+    action: "grant.create",
     compat: true,
     body: true,
     async run({ ctx, body }, service) {
@@ -405,8 +432,9 @@ export async function startHttpServer(
   opts: HttpServerOptions,
 ): Promise<HttpServerHandle> {
   const limit = opts.maxBodyBytes ?? MAX_BODY_BYTES;
+  const guards: Guards = { audit: opts.audit, limiter: opts.limiter };
   const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
-    void handle(req, res, service, log, limit);
+    void handle(req, res, service, log, limit, guards);
   };
   let server: http.Server;
   if (opts.tls) {
@@ -522,12 +550,18 @@ function drain(req: http.IncomingMessage): void {
   req.resume();
 }
 
+interface Guards {
+  audit: AuditLog | undefined;
+  limiter: RateLimiter | undefined;
+}
+
 async function handle(
   req: http.IncomingMessage,
   res: http.ServerResponse,
   service: HpcsService,
   log: Logger,
   limit: number,
+  guards: Guards,
 ): Promise<void> {
   const startedAt = process.hrtime.bigint();
   const requestId = requestIdFrom(headerString(req.headers["x-request-id"]));
@@ -553,6 +587,8 @@ async function handle(
       }
       throw new HttpError(404, "not_found", `no route ${url.pathname}; see /v1/health for a liveness check`);
     }
+    // Before the body is read: a flood costs as little as possible.
+    if (route.limit) guards.limiter?.take(route.limit, peerKey(peer));
     if (route.body) {
       body = parseJsonObject(await readBody(req, limit));
     } else {
@@ -595,6 +631,14 @@ async function handle(
     ];
     const se = toServiceError(err, log, requestId, secrets);
     const status = se instanceof HttpError ? se.status : HTTP_STATUS[se.code];
+    if (guards.audit && route?.action && !guards.audit.wasRecorded(err)) {
+      const claimed = claimedSpiffeId(bearerJwt ?? (typeof body.jwt === "string" ? body.jwt : undefined));
+      guards.audit.recordFailure(
+        { requestId, action: route.action, caller: claimed, callerVerified: false, peer },
+        se,
+        secrets,
+      );
+    }
     logCall(log, {
       requestId,
       transport: "http",
@@ -608,6 +652,7 @@ async function handle(
     const extra: Record<string, string> = {};
     if (status === 405 && candidates.length > 0) extra.allow = candidates.map((r) => r.method).join(", ");
     if (status === 401) extra["www-authenticate"] = "Bearer";
+    if (se instanceof RateLimitedError) extra["retry-after"] = String(se.retryAfterSec);
     if (status === 413) {
       extra.connection = "close";
       drain(req);

@@ -2,14 +2,17 @@
  * Starts both transports around one HpcsService: JSON/HTTP (with the original's routes) on
  * `[hpcs-server] listen` — the port the original served and old clients' `[hpcs-server] url` points at —
  * and gRPC on `[hpcs-server] grpc-listen` (default: the next port up). TLS from `[hpcs-server] tls-cert` / `tls-key`;
- * without them both refuse to start unless `insecure` is passed explicitly.
+ * without them both refuse to start unless `insecure` is passed explicitly. Both share one rate limiter
+ * (`[hpcs-server] rate-limit-*`), so a caller cannot double its budget by switching transport.
  */
 
 import type { ServerConfig } from "../../lib/config/server-config.js";
 import type { Logger } from "../../lib/log.js";
+import type { AuditLog } from "../service/audit-log.js";
 import type { HpcsService } from "../service/types.js";
 import { startGrpcServer } from "./grpc-server.js";
 import { startHttpServer } from "./http-server.js";
+import { RateLimiter } from "./rate-limit.js";
 
 export interface Listen {
   host: string;
@@ -23,6 +26,8 @@ export interface StartOptions {
   grpc?: Listen;
   /** Plaintext on both transports; only for test benches, never the default. */
   insecure?: boolean;
+  /** Where the transports audit refusals the service never saw (rate limits, malformed requests). */
+  audit?: AuditLog;
 }
 
 export interface ServerHandle {
@@ -52,10 +57,18 @@ export async function startServer(
   const httpListen = opts.http ?? config.hpcsServer.listen;
   const grpcListen = opts.grpc ?? config.hpcsServer.grpcListen;
   const secure = tls ? { tls } : { insecure: true };
-  const grpcServer = await startGrpcServer(service, logger, { ...grpcListen, ...secure });
+  const limits = config.hpcsServer.rateLimits;
+  const guards = {
+    limiter: new RateLimiter({
+      ...(limits.register ? { register: limits.register } : {}),
+      ...(limits.nodeToken ? { "node-token": limits.nodeToken } : {}),
+    }),
+    ...(opts.audit ? { audit: opts.audit } : {}),
+  };
+  const grpcServer = await startGrpcServer(service, logger, { ...grpcListen, ...secure, ...guards });
   let httpServer;
   try {
-    httpServer = await startHttpServer(service, logger, { ...httpListen, ...secure });
+    httpServer = await startHttpServer(service, logger, { ...httpListen, ...secure, ...guards });
   } catch (err) {
     await grpcServer.close();
     throw err;

@@ -140,6 +140,9 @@ export class HpcsServerProcess {
           ...(opts.nodeAttestation === "munge"
             ? ["node-attestation = munge", `munge-socket = ${env.munge.socket}`]
             : ["node-attestation = operator"]),
+          // Every test client registers from 127.0.0.1, so the per-address default (10/min) would
+          // throttle a busy test file; extraServerKeys (later lines win) set lower limits to test them.
+          "rate-limit-register = 300/min",
           ...(opts.extraServerKeys ?? []),
           "",
         ].join("\n"),

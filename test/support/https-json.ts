@@ -1,7 +1,9 @@
+import type { IncomingHttpHeaders } from "node:http";
 import { request } from "node:https";
 
 export interface JsonResponse {
   status: number;
+  headers: IncomingHttpHeaders;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- test helper returns raw JSON bodies
   body: any;
 }
@@ -32,7 +34,7 @@ export function httpsJson(
           } catch {
             // not JSON: keep the text
           }
-          resolve({ status: res.statusCode ?? 0, body });
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
         });
       },
     );

@@ -397,4 +397,28 @@ describe("hpcs-server end to end (real process, HTTP + gRPC)", function () {
       await server().setRoleTtl(120, 600);
     }
   });
+
+  it("writes its audit lines to stdout by default, whole JSON lines between pino's", () => {
+    const lines = server().log.trim().split("\n").slice(1); // the first may be cut by the log buffer
+    const parsed = lines.map((l) => {
+      try {
+        return JSON.parse(l) as {
+          type?: string;
+          action?: string;
+          result?: string;
+          target?: { secret?: string };
+        };
+      } catch {
+        throw new Error(`not one JSON object per line: ${l.slice(0, 200)}`);
+      }
+    });
+    const audit = parsed.filter((l) => l.type === "audit");
+    assert.ok(
+      audit.some((l) => l.action === "grant.create" && l.result === "ok" && l.target?.secret === secret2),
+      JSON.stringify(audit.slice(-5)),
+    );
+    assert.ok(
+      audit.some((l) => l.action === "grant.revoke" && l.result === "ok" && l.target?.secret === secret2),
+    );
+  });
 });

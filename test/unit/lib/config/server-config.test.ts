@@ -119,6 +119,9 @@ describe("server config", () => {
           squeueBin: "squeue",
           maxAgeSec: 300,
         },
+        auditLog: { to: "stdout" },
+        sweepIntervalSec: 30,
+        rateLimits: { register: { count: 10, periodSec: 60 }, nodeToken: { count: 120, periodSec: 60 } },
       },
     });
   });
@@ -162,6 +165,9 @@ describe("server config", () => {
           squeueBin: "squeue",
           maxAgeSec: 300,
         },
+        auditLog: { to: "stdout" },
+        sweepIntervalSec: 30,
+        rateLimits: { register: { count: 10, periodSec: 60 }, nodeToken: { count: 120, periodSec: 60 } },
       },
     });
   });
@@ -408,6 +414,62 @@ describe("server config", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe("server config: audit log, sweep interval, rate limits", () => {
+  it("reads audit-log (a path relative to the file), sweep-interval and rate limits", () => {
+    let t = edit(ORIGINAL, "hpcs-server", "audit-log", "log/audit.jsonl");
+    t = edit(t, "hpcs-server", "sweep-interval", "2s");
+    t = edit(t, "hpcs-server", "rate-limit-register", "3/s");
+    t = edit(t, "hpcs-server", "rate-limit-node-token", "off");
+    const c = parseServerConfig(t, F).hpcsServer;
+    assert.deepEqual(c.auditLog, { to: "file", path: "/etc/hpcs/log/audit.jsonl" });
+    assert.equal(c.sweepIntervalSec, 2);
+    assert.deepEqual(c.rateLimits, { register: { count: 3, periodSec: 1 } });
+    const zero = edit(
+      edit(ORIGINAL, "hpcs-server", "rate-limit-register", "0"),
+      "hpcs-server",
+      "audit-log",
+      "stdout",
+    );
+    assert.deepEqual(parseServerConfig(zero, F).hpcsServer.rateLimits, {
+      nodeToken: { count: 120, periodSec: 60 },
+    });
+    assert.deepEqual(parseServerConfig(zero, F).hpcsServer.auditLog, { to: "stdout" });
+    const hour = edit(ORIGINAL, "hpcs-server", "rate-limit-node-token", "500 / hour");
+    assert.deepEqual(parseServerConfig(hour, F).hpcsServer.rateLimits.nodeToken, {
+      count: 500,
+      periodSec: 3600,
+    });
+  });
+
+  const cases: [string, string, string][] = [
+    [
+      "rate-limit-register",
+      "10",
+      '[hpcs-server] rate-limit-register: "10" is not a rate; use <count>/<s|min|h>, e.g. 10/min, or 0 / off for no limit',
+    ],
+    [
+      "rate-limit-node-token",
+      "10/day",
+      '[hpcs-server] rate-limit-node-token: "10/day" is not a rate; use <count>/<s|min|h>, e.g. 10/min, or 0 / off for no limit',
+    ],
+    [
+      "rate-limit-register",
+      "0/min",
+      '[hpcs-server] rate-limit-register: "0/min" is not a rate; use <count>/<s|min|h>, e.g. 10/min, or 0 / off for no limit',
+    ],
+    [
+      "sweep-interval",
+      "0s",
+      '[hpcs-server] sweep-interval: "0s" is not a duration between 1s and 1h; use e.g. 90s, 15m, 1h or 7d',
+    ],
+  ];
+  for (const [key, value, expected] of cases) {
+    it(`${key} = ${JSON.stringify(value)} -> ${expected}`, () => {
+      assert.equal(errorOf(edit(ORIGINAL, "hpcs-server", key, value)), `config ${F}: ${expected}`);
+    });
+  }
 });
 
 describe("server config: node-attestation = munge keys", () => {

@@ -203,4 +203,82 @@ describe("server/service/grants", () => {
     await assert.rejects(service().revoke(ctxA, { secret: "data-1" }), code("not_found"));
     await assert.rejects(service().revoke(ctxA, { secret: "a;b" }), code("invalid_argument"));
   });
+
+  describe("expiry and the sweeper", () => {
+    let now = Date.parse("2030-01-01T00:00:00Z");
+    const timed = () =>
+      new GrantService({ config: testConfig("per-job"), spire, vault, caller: fakeCaller, now: () => now });
+    const deadlines = () =>
+      (vault.kv.get("hpcs-server/grant-expiries")?.versions.at(-1) as { grants?: object } | undefined)
+        ?.grants ?? {};
+
+    beforeEach(() => {
+      now = Date.parse("2030-01-01T00:00:00Z");
+    });
+
+    it("records the deadline; a later grant without one clears it and the secret's metadata key", async () => {
+      await vault.kvWrite("hpcs/lab-a/data-1", { key: "k" });
+      const exp = new Date(now + 30_000);
+      const res = await timed().grant(ctxA, { ...req, expiresAt: exp });
+      assert.deepEqual(deadlines(), { "lab-a/data-1": exp.toISOString() });
+      assert.equal(vault.roles.get(res.vaultRole)?.tokenTtlSec, 30, "token TTL = time left");
+      await timed().grant(ctxA, req);
+      assert.deepEqual(deadlines(), {});
+      assert.deepEqual(vault.kv.get("hpcs/lab-a/data-1")?.customMetadata, {});
+      assert.equal(vault.roles.get(res.vaultRole)?.tokenTtlSec, undefined);
+    });
+
+    it("refuses a deadline less than 10 s ahead", async () => {
+      await assert.rejects(
+        timed().grant(ctxA, { ...req, expiresAt: new Date(now + 9_000) }),
+        code("invalid_argument"),
+      );
+      await timed().grant(ctxA, { ...req, expiresAt: new Date(now + 10_000) });
+    });
+
+    it("sweepExpired revokes expired grants with their secret and leaves the others", async () => {
+      await vault.kvWrite("hpcs/lab-a/data-1", { key: "k" });
+      await vault.kvWrite("hpcs/lab-a/data-2", { key: "k2" });
+      const g1 = await timed().grant(ctxA, { ...req, expiresAt: new Date(now + 20_000) });
+      await timed().grant(ctxA, { ...req, secret: "data-2", expiresAt: new Date(now + 120_000) });
+      assert.deepEqual(await timed().sweepExpired(new Date(now + 19_999)), []);
+
+      const swept = await timed().sweepExpired(new Date(now + 20_000));
+      assert.deepEqual(swept, [
+        {
+          clientId: "lab-a",
+          secret: "data-1",
+          expiresAt: new Date(now + 20_000),
+          removed: { entriesDeleted: 9, roleDeleted: true, policyDeleted: true, secretDeleted: true },
+        },
+      ]);
+      assert.ok(!vault.roles.has(g1.vaultRole) && !vault.policies.has(g1.vaultRole));
+      assert.ok(!vault.kv.has("hpcs/lab-a/data-1"));
+      assert.ok(vault.kv.has("hpcs/lab-a/data-2"));
+      assert.equal(spire.entries.size, 9);
+      assert.deepEqual(Object.keys(deadlines()), ["lab-a/data-2"]);
+      assert.deepEqual(
+        (await timed().listGrants(ctxA)).map((g) => g.secret),
+        ["data-2"],
+      );
+      assert.deepEqual(await timed().sweepExpired(new Date(now + 20_000)), []);
+    });
+
+    it("a failed sweep is reported and retried; revoke clears the deadline", async () => {
+      await timed().grant(ctxA, { ...req, expiresAt: new Date(now + 20_000) });
+      vault.failOn.set("deleteJwtRole", boom("deleteJwtRole"));
+      const [failed] = await timed().sweepExpired(new Date(now + 60_000));
+      assert.equal(failed?.removed, undefined);
+      assert.ok(failed?.error && !failed.error.includes("\n"), failed?.error);
+      assert.deepEqual(Object.keys(deadlines()), ["lab-a/data-1"]);
+      vault.failOn.delete("deleteJwtRole");
+      const [ok] = await timed().sweepExpired(new Date(now + 60_000));
+      assert.equal(ok?.removed?.roleDeleted, true);
+      assert.deepEqual(deadlines(), {});
+
+      await timed().grant(ctxA, { ...req, secret: "data-3", expiresAt: new Date(now + 20_000) });
+      await timed().revoke(ctxA, { secret: "data-3" });
+      assert.deepEqual(deadlines(), {});
+    });
+  });
 });
