@@ -1,14 +1,22 @@
 /**
  * `npm run bench -- job [--mib N] [--repeat R] [--json]`: the job runtime on the real bench, in one run:
- *   1. decryption throughput into gocryptfs beside `gpg -d > /dev/null` and a plain copy into
+ *   1. start-up: job start → the app's first instruction without decryption (attestation, keys,
+ *      checksums, volumes, container), from real Slurm jobs (bench/job-startup.ts);
+ *   2. decryption throughput into gocryptfs beside `gpg -d > /dev/null` and a plain copy into
  *      gocryptfs (bench/job-decrypt.ts).
  */
 
 import { parseArgs } from "node:util";
 import { decryptBench } from "./job-decrypt.js";
+import { startupBench } from "./job-startup.js";
 
 export const JOB_USAGE =
   "job [--mib N] [--repeat R] [--json]   job start → app (attestation, keys, mounts); decrypt into gocryptfs vs gpg -d vs cp";
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? NaN;
+}
 
 export async function jobBench(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -26,15 +34,28 @@ export async function jobBench(argv: string[]): Promise<number> {
     return 2;
   }
   const log = (s: string): void => void process.stderr.write(`[bench job] ${s}\n`);
-  const rows = await decryptBench({ mib, repeat, user: "alice", log });
+  const startup = await startupBench({ repeat, log });
+  const decrypt = await decryptBench({ mib, repeat, user: "alice", log });
   if (values.json) {
-    process.stdout.write(`${JSON.stringify({ mib, repeat, decrypt: rows })}\n`);
+    process.stdout.write(`${JSON.stringify({ mib, repeat, startup, decrypt })}\n`);
     return 0;
   }
-  const w = Math.max(...rows.map((r) => r.method.length));
-  const lines = [`decryption of a ${mib} MiB artifact as alice (median of ${repeat}):`];
+  const f = (x: number): string => x.toFixed(2).padStart(8);
+  const col = (k: "keysSec" | "decryptSec" | "containerSec" | "startupSec"): number =>
+    median(startup.map((r) => r[k]));
+  const lines = [
+    `job start → app's first instruction, real Slurm jobs as alice (median of ${repeat}; seconds):`,
+    `  attestation + agent + SVIDs + Vault + checksums + volumes ${f(col("keysSec"))}`,
+    `  container (bundle, runc start)                            ${f(col("containerSec"))}`,
+    `  = start-up without decryption                             ${f(col("startupSec"))}`,
+    `  (decryption of the small test dataset + image, excluded)  ${f(col("decryptSec"))}`,
+    `  runs: ${startup.map((r) => r.startupSec.toFixed(2)).join(", ")} s`,
+    "",
+    `decryption of a ${mib} MiB artifact as alice (median of ${repeat}):`,
+  ];
+  const w = Math.max(...decrypt.map((r) => r.method.length));
   lines.push(`  ${"method".padEnd(w)}   seconds     MB/s`);
-  for (const r of rows) {
+  for (const r of decrypt) {
     lines.push(
       `  ${r.method.padEnd(w)} ${r.seconds.toFixed(2).padStart(9)} ${r.mbPerSec.toFixed(1).padStart(8)}`,
     );

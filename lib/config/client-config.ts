@@ -32,6 +32,8 @@ import { checkKnownKeys, type KnownKeys, SectionReader } from "./section-reader.
  *                    ssh-key                  private key file (default: ssh-agent / ssh's own defaults)
  *                    known-hosts              known_hosts file to verify the login node against
  *                    proxy-jump               [user@]host[:port][,...] as in ssh -J
+ *                    site-tools               true: job-prep uses the login node's own spire-agent and
+ *                                             gocryptfs when they are on its PATH (default false: ship them)
  *
  * File paths: `~/` is the home directory; relative paths are relative to the config file.
  */
@@ -63,6 +65,8 @@ export interface ClientConfig {
     sshKey?: string;
     knownHosts?: string;
     proxyJump?: ProxyHop[];
+    /** job-prep: use the site's spire-agent/gocryptfs when the login node has them (default false). */
+    siteTools?: boolean;
   };
 }
 
@@ -76,7 +80,7 @@ export const CLIENT_KEYS: KnownKeys = {
   "spire-server": ["address", "port", "trust-domain", "trust-bundle", "agent-bin"],
   "hpcs-server": ["url", "ca-file", "enrollment-secret-file", "client-name", "audience"],
   vault: ["url", "ca-file", "audience"],
-  supercomputer: ["address", "username", "port", "ssh-key", "known-hosts", "proxy-jump"],
+  supercomputer: ["address", "username", "port", "ssh-key", "known-hosts", "proxy-jump", "site-tools"],
 };
 
 export const DEFAULT_AGENT_BIN = "spire-agent";
@@ -133,6 +137,7 @@ export function clientConfigFrom(doc: IniDocument): ClientConfig {
   if (kh !== undefined) supercomputer.knownHosts = kh;
   const pj = sc.optString("proxy-jump");
   if (pj !== undefined) supercomputer.proxyJump = pj.split(",").map((hop) => proxyHop(sc, hop.trim()));
+  if (sc.bool("site-tools", false)) supercomputer.siteTools = true;
 
   const spireServer: ClientConfig["spireServer"] = {
     address: ss.host("address", "the SPIRE server's host name, e.g. spire.example.org"),

@@ -81,7 +81,7 @@ describe("client config", () => {
     );
     t = t.replace(
       "username = etellier",
-      "username = etellier\nport = 2222\nssh-key = ~/.ssh/id_ed25519\nknown-hosts = /etc/ssh/known_hosts\nproxy-jump = jump@bastion.example.org:2200,10.0.0.1",
+      "username = etellier\nport = 2222\nssh-key = ~/.ssh/id_ed25519\nknown-hosts = /etc/ssh/known_hosts\nproxy-jump = jump@bastion.example.org:2200,10.0.0.1\nsite-tools = true",
     );
     assert.deepEqual(parseClientConfig(t, F), {
       source: F,
@@ -110,8 +110,20 @@ describe("client config", () => {
           { user: "jump", host: "bastion.example.org", port: 2200 },
           { host: "10.0.0.1", port: 22 },
         ],
+        siteTools: true,
       },
     });
+  });
+
+  it("site-tools: a boolean, default off", () => {
+    const st = (v: string) =>
+      parseClientConfig(withKey("supercomputer", "site-tools", v), F).supercomputer.siteTools;
+    assert.equal(st("true"), true);
+    assert.equal(st("false"), undefined);
+    assert.throws(
+      () => st("maybe"),
+      /\[supercomputer\] site-tools: "maybe" is not a boolean; set it to true or false/,
+    );
   });
 
   it("agent-bin: a bare name stays a name (PATH), a path is resolved", () => {
@@ -188,7 +200,7 @@ describe("client config", () => {
       "supercomputer",
       "user",
       "alice",
-      "[supercomputer] user: unknown key (known in [supercomputer]: address, username, port, ssh-key, known-hosts, proxy-jump)",
+      "[supercomputer] user: unknown key (known in [supercomputer]: address, username, port, ssh-key, known-hosts, proxy-jump, site-tools)",
     ],
     [
       "spire-server",
