@@ -18,10 +18,10 @@ export function dataPrepCommand(raw: RawDataPrepFlags, io: CommandIo): Promise<n
     return shipArtifact(
       {
         kind: "data",
-        // A directory travels as a tar; a single file as itself, under its own name.
-        ...(opts.inputKind === "directory"
-          ? { payload: "tar" as const }
-          : { payload: "file" as const, payloadName: basename(opts.input) }),
+        // A directory travels as a tar, a single file as itself; either way the job finds it under its
+        // own name, /sd-container/encrypted/<name> (the original's layout: -i ./jp2a_input → …/jp2a_input).
+        payload: opts.inputKind === "directory" ? ("tar" as const) : ("file" as const),
+        payloadName: basename(opts.input),
         ...(opts.username ? { username: opts.username } : {}),
         atRestDir: opts.atRestDir,
         artifactName: opts.artifactName,

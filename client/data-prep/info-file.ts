@@ -14,10 +14,11 @@ export interface ArtifactInfo {
   version: number;
   kind: "data" | "container";
   /**
-   * What decrypting yields: a tar of the dataset directory (untar it), a single file (named
-   * payload_name), or a SIF container image.
+   * What decrypting yields: a tar of the dataset directory (untar it), a single file, or a SIF
+   * container image.
    */
   payload: "tar" | "file" | "sif";
+  /** Data: the dataset's own name (directory or file), where the job puts it: /sd-container/encrypted/<name>. */
   payload_name?: string;
   /** Absolute remote path of the artifact. */
   path_at_rest: string;

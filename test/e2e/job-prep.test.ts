@@ -104,8 +104,9 @@ describe("hpcs job-prep (real CLI, real Slurm job, real bench)", function () {
       assert.equal(r.code, 0, `${args[0]}: ${r.stderr}\nserver: ${srv!.lastLines()}`);
       return JSON.parse(r.stdout) as { info_file: string };
     };
-    dataName = `${prefix}-input`;
-    dataInfo = (await ship(["data-prep", "-i", input, "--data-path", `${dataName}.tar.gpg`])).info_file;
+    // The job finds a dataset under its directory's own name (payload_name), not the artifact's.
+    dataName = "input";
+    dataInfo = (await ship(["data-prep", "-i", input, "--data-path", `${prefix}-input.tar.gpg`])).info_file;
     fileContent = randomBytes(5000);
     await writeFile(join(tmp, "weights.bin"), fileContent);
     fileInfo = (await ship(["data-prep", "-i", join(tmp, "weights.bin"), "--data-path", `${prefix}-w.gpg`]))

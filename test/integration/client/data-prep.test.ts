@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { parse } from "yaml";
 import type { ArtifactInfo } from "../../../client/data-prep/info-file.js";
 import { eventually, run, runOk } from "../../support/exec.js";
@@ -90,6 +90,8 @@ describe("hpcs data-prep (real CLI process, real bench)", function () {
       info.spiffeID,
       `spiffe://${env.trust_domain}/c/${clientName}/s/${info.secret_path.split("/").pop()}`,
     );
+    // The job unpacks it at /sd-container/encrypted/<the directory's own name>.
+    assert.deepEqual([info.payload, info.payload_name], ["tar", basename(input)]);
     const bytes = await readFile(info.path_at_rest);
     assert.equal(createHash("sha256").update(bytes).digest("hex"), info.sha256);
     assert.equal(bytes.length, info.size);
