@@ -100,6 +100,8 @@ async function main(): Promise<void> {
         join(atRest, `sample-data-${stamp}.tar.gpg.info.yaml`),
         "--keys-dir",
         out,
+        // -f: the job's own log lines as they come (on stderr, since --json keeps stdout for the result).
+        "-f",
         "--json",
         "--",
         "/sd-container/encrypted/sample-data",
