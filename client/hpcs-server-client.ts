@@ -1,7 +1,8 @@
 /**
  * The client side of the hpcs server's JSON/HTTP API (server/transport/http-server.ts), over node:https:
  *
- *   register()  POST   /v1/clients/register   enrollment secret → join token (+ the next secret)
+ *   register()  POST   /v1/clients/register   enrollment secret → join token (+ the next secret),
+ *                                             or an OIDC id_token → join token
  *   grant()     POST   /v1/grants             bearer JWT-SVID
  *   revoke()    DELETE /v1/grants/<secret>    bearer JWT-SVID
  *   health()    GET    /v1/health
@@ -132,22 +133,39 @@ export class HpcsServerClient {
     }
   }
 
-  /** Exchanges the one-time enrollment secret for a join token and, normally, the next secret. */
+  /**
+   * Exchanges the one-time enrollment secret for a join token and, normally, the next secret; or, with
+   * `idToken` (and empty clientName / enrollmentSecret), an OIDC id_token for a join token.
+   */
   async register(req: RegisterRequest, opts: CallOptions = {}): Promise<RegisterClientResponse> {
-    const clientName = checkName("client", "clientName", req.clientName);
-    if (typeof req.enrollmentSecret !== "string" || req.enrollmentSecret === "") {
-      throw new HpcsServerError(
-        "invalid_argument",
-        "register: no enrollment secret; set [hpcs-server] enrollment-secret-file to the file holding it",
-      );
+    let body: Json;
+    let secret: string;
+    if (typeof req.idToken === "string" && req.idToken !== "") {
+      if (req.clientName || req.enrollmentSecret) {
+        throw new HpcsServerError(
+          "invalid_argument",
+          "register: an OIDC id_token and an enrollment secret were both given; use one login method",
+        );
+      }
+      body = { idToken: req.idToken };
+      secret = req.idToken;
+    } else {
+      const clientName = checkName("client", "clientName", req.clientName);
+      if (typeof req.enrollmentSecret !== "string" || req.enrollmentSecret === "") {
+        throw new HpcsServerError(
+          "invalid_argument",
+          "register: no enrollment secret; set [hpcs-server] enrollment-secret-file to the file holding it",
+        );
+      }
+      body = { clientName, enrollmentSecret: req.enrollmentSecret };
+      secret = req.enrollmentSecret;
     }
-    const body: Json = { clientName, enrollmentSecret: req.enrollmentSecret };
     if (req.selectors && req.selectors.length > 0) {
       body.selectors = req.selectors.map((s) => ({ type: s.type, value: s.value }));
     }
     const a = await this.call("register", "POST", "/v1/clients/register", {
       body,
-      secrets: [req.enrollmentSecret],
+      secrets: [secret],
       opts,
     });
     const f = fields("register", this.url, a.body);

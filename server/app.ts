@@ -20,6 +20,7 @@ import { AuditLog } from "./service/audit-log.js";
 import { auditedService } from "./service/audited-service.js";
 import { CallerAuthenticator } from "./service/caller.js";
 import { ClientRegistrar } from "./service/clients.js";
+import { OidcLogin } from "./service/oidc-login.js";
 import { Enrollments } from "./service/enrollment.js";
 import { GrantService } from "./service/grants.js";
 import { MungeAttestor, NssHostResolver } from "./service/munge-attestor.js";
@@ -157,6 +158,7 @@ export async function createServerApp(
     vault,
     enrollments,
     logger,
+    ...(hs.oidc ? { oidc: new OidcLogin({ config: hs.oidc }) } : {}),
     ...(defaultSelectors ? { defaultSelectors } : {}),
   });
   const grants = new GrantService({ config, spire, vault, caller });

@@ -2,9 +2,12 @@
  * The client's identity for one run (DESIGN flow 2), established in this order:
  *
  *   1. enrollment secret — from `[hpcs-server] enrollment-secret-file` (or the caller); the client name
- *      from the caller, `[hpcs-server] client-name` or the file's JSON form
+ *      from the caller, `[hpcs-server] client-name` or the file's JSON form;
+ *      or OIDC login      — an id_token from HPCS_OIDC_TOKEN, `[hpcs-server] oidc-token-file` or the
+ *                          device-code login at `oidc-issuer` (oidc-token-source.ts); when one of these
+ *                          is set the enrollment secret is not used (and not spent)
  *   2. register          — POST /v1/clients/register: a join token for spiffe://<td>/c/<id>, and the next
- *                          one-time enrollment secret
+ *                          one-time enrollment secret (none with OIDC: the next login is OIDC again)
  *   3. save next secret  — written over the file at once (atomically, 0600), before anything else can
  *                          fail: the secret just used is spent
  *   4. start spire-agent — ClientAgent with the join token
@@ -33,6 +36,7 @@ import { secretPath } from "../../lib/vault/policies.js";
 import { VaultClient, type VaultClientConfig } from "../../lib/vault/vault-client.js";
 import { HpcsServerClient } from "../hpcs-server-client.js";
 import { ClientAgent } from "./client-agent.js";
+import { oidcIdToken } from "./oidc-token-source.js";
 import {
   type EnrollmentSecretFile,
   readEnrollmentSecretFile,
@@ -42,6 +46,7 @@ import {
 export type IdentityStep =
   | "configuration"
   | "enrollment secret"
+  | "oidc login"
   | "register"
   | "save next enrollment secret"
   | "start spire-agent"
@@ -74,6 +79,13 @@ export interface EstablishIdentityOptions {
   tmpRoot?: string;
   /** Told about what works but needs attention (e.g. no next enrollment secret); never given a secret. */
   onWarning?: (message: string) => void;
+  /**
+   * OIDC login's messages for the user (the device code to enter, a token file readable by others);
+   * default: a line on stderr, where the CLI's user sees it.
+   */
+  onPrompt?: (message: string) => void;
+  /** Where HPCS_OIDC_TOKEN is looked up; default process.env. */
+  env?: Record<string, string | undefined>;
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
@@ -190,20 +202,36 @@ export async function establishIdentity(
     const server = opts.server ?? new HpcsServerClient(cfg.hpcsServer);
     return { trustBundle, vaultConfig, anonymous, server };
   });
-  const enrollment = await step("enrollment secret", () => enrollmentOf(cfg, opts));
+  // An explicit enrollment secret from the caller wins over a configured OIDC login.
+  const idToken =
+    opts.enrollmentSecret === undefined
+      ? await step("oidc login", () =>
+          oidcIdToken(cfg, {
+            env: opts.env ?? process.env,
+            onNotice: opts.onPrompt ?? ((m) => process.stderr.write(`${m}\n`)),
+            ...(signal ? { signal } : {}),
+          }),
+        )
+      : undefined;
+  const enrollment =
+    idToken === undefined ? await step("enrollment secret", () => enrollmentOf(cfg, opts)) : undefined;
   const selectors = opts.selectors ?? defaultSelectors();
 
   // 2. Register: spends the enrollment secret.
   const reg = await step("register", () =>
     pre.server.register(
-      { clientName: enrollment.clientName, enrollmentSecret: enrollment.secret, selectors },
+      enrollment
+        ? { clientName: enrollment.clientName, enrollmentSecret: enrollment.secret, selectors }
+        : { clientName: "", enrollmentSecret: "", idToken: idToken ?? "", selectors },
       signal ? { signal } : {},
     ),
   );
 
   // 3. The next secret replaces the spent one before anything else can fail.
   let nextExpiresAt: Date | undefined;
-  if (reg.nextEnrollmentSecret === undefined) {
+  if (enrollment === undefined) {
+    // OIDC login: nothing was spent, nothing to keep.
+  } else if (reg.nextEnrollmentSecret === undefined) {
     opts.onWarning?.(
       `the hpcs server issued no next enrollment secret; the next run of client ${reg.clientId} needs a new one from the operator`,
     );

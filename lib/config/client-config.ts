@@ -25,6 +25,14 @@ import { checkKnownKeys, type KnownKeys, SectionReader } from "./section-reader.
  *                                             not needed when the secret file is that JSON
  *                    audience                 audience of the JWT-SVIDs sent to the hpcs server; the
  *                                             server's caller-audience (default hpcs-server)
+ *                    oidc-token-file          OIDC login: file holding an id_token of the server's trusted
+ *                                             provider (the bare JWT, or a token response with id_token)
+ *                    oidc-issuer              OIDC login by device code (RFC 8628): the provider's issuer URL
+ *                    oidc-client-id           ... and the CLI's OIDC client id there (required with oidc-issuer)
+ *                    oidc-ca-file             ... and the PEM CA of the provider's TLS certificate
+ *                  OIDC login replaces the enrollment secret: oidc-token-file or oidc-issuer (not both), and
+ *                  neither together with enrollment-secret-file or client-name. The environment variable
+ *                  HPCS_OIDC_TOKEN (an id_token) wins over all of these for one run.
  *   [vault]          ca-file                  PEM CA for Vault's TLS certificate
  *                    audience                 audience of the JWT-SVIDs for Vault logins; the server's
  *                                             [vault] audience (default vault)
@@ -56,6 +64,8 @@ export interface ClientConfig {
     clientName?: string;
     /** JWT-SVID audience for calls to the hpcs server. */
     audience: string;
+    /** OIDC login instead of an enrollment secret; undefined = enrollment secret (or HPCS_OIDC_TOKEN). */
+    oidc?: ClientOidc;
   };
   vault: { url: string; caFile?: string; audience: string };
   supercomputer: {
@@ -70,6 +80,11 @@ export interface ClientConfig {
   };
 }
 
+/** Where the client's OIDC id_token comes from. */
+export type ClientOidc =
+  | { source: "file"; tokenFile: string }
+  | { source: "device-code"; issuer: string; clientId: string; caFile?: string };
+
 export interface ProxyHop {
   user?: string;
   host: string;
@@ -78,7 +93,17 @@ export interface ProxyHop {
 
 export const CLIENT_KEYS: KnownKeys = {
   "spire-server": ["address", "port", "trust-domain", "trust-bundle", "agent-bin"],
-  "hpcs-server": ["url", "ca-file", "enrollment-secret-file", "client-name", "audience"],
+  "hpcs-server": [
+    "url",
+    "ca-file",
+    "enrollment-secret-file",
+    "client-name",
+    "audience",
+    "oidc-token-file",
+    "oidc-issuer",
+    "oidc-client-id",
+    "oidc-ca-file",
+  ],
   vault: ["url", "ca-file", "audience"],
   supercomputer: ["address", "username", "port", "ssh-key", "known-hosts", "proxy-jump", "site-tools"],
 };
@@ -112,6 +137,17 @@ export function clientConfigFrom(doc: IniDocument): ClientConfig {
   if (secretFile !== undefined) hpcsServer.enrollmentSecretFile = secretFile;
   const clientName = hs.optString("client-name");
   if (clientName !== undefined) hpcsServer.clientName = checkName(hs, "client-name", "client", clientName);
+  const oidc = oidcKeys(hs);
+  if (oidc) {
+    const enrollmentKey = ["enrollment-secret-file", "client-name"].find((k) => hs.has(k));
+    if (enrollmentKey) {
+      throw hs.error(
+        enrollmentKey,
+        "set together with OIDC login (oidc-token-file / oidc-issuer); keep one login method",
+      );
+    }
+    hpcsServer.oidc = oidc;
+  }
 
   const vault: ClientConfig["vault"] = {
     url: v.url("url", "the Vault address, e.g. https://vault:8200"),
@@ -155,6 +191,41 @@ export function clientConfigFrom(doc: IniDocument): ClientConfig {
     vault,
     supercomputer,
   };
+}
+
+/** [hpcs-server] oidc-*: a token file, or the device-code flow at an issuer; never both. */
+function oidcKeys(hs: SectionReader): ClientOidc | undefined {
+  const tokenFile = hs.optPath("oidc-token-file");
+  const issuer = hs.optUrl("oidc-issuer", "the OpenID Provider's issuer URL, e.g. https://idp.example.org");
+  if (tokenFile !== undefined) {
+    const other = ["oidc-issuer", "oidc-client-id", "oidc-ca-file"].find((k) => hs.has(k));
+    if (other)
+      throw hs.error(
+        other,
+        "set together with oidc-token-file; use either a token file or the device-code login",
+      );
+    return { source: "file", tokenFile };
+  }
+  if (issuer === undefined) {
+    const stray = ["oidc-client-id", "oidc-ca-file"].find((k) => hs.has(k));
+    if (stray)
+      throw hs.error(stray, "set without oidc-issuer; set oidc-issuer for device-code login or remove it");
+    return undefined;
+  }
+  if (!issuer.startsWith("https://")) {
+    throw hs.error("oidc-issuer", `${issuer} is not https; the login must reach the provider over TLS`);
+  }
+  const clientId = hs.string("oidc-client-id", "the CLI's OIDC client id at the provider, e.g. hpcs-cli");
+  if (!/^[\x21-\x7e]{1,255}$/.test(clientId)) {
+    throw hs.error(
+      "oidc-client-id",
+      `${JSON.stringify(clientId)} is not a client id; use printable ASCII without spaces`,
+    );
+  }
+  const out: ClientOidc = { source: "device-code", issuer, clientId };
+  const ca = hs.optPath("oidc-ca-file");
+  if (ca !== undefined) out.caFile = ca;
+  return out;
 }
 
 function checkName(r: SectionReader, key: string, kind: NameKind, value: string): string {

@@ -1,4 +1,5 @@
 import { InvalidDurationError, parseDuration } from "../duration.js";
+import { InvalidNameError, validateName } from "../names.js";
 import { InvalidRegistrationError, validateSelector } from "../spire/registration.js";
 import { ArgvError, parseArgv } from "./command-argv.js";
 import { type IniDocument, parseIni, readIniFile } from "./ini-file.js";
@@ -47,6 +48,14 @@ import { checkKnownKeys, type KnownKeys, SectionReader } from "./section-reader.
  *                                 off disables); counts /v1/clients/register, /api/client/register, RegisterClient
  *                  rate-limit-node-token   node token and end-job calls per address (default 120/min; 0 or off
  *                                 disables); counts /v1/nodes/*, /api/agents/token, NodeJoinToken, EndJob
+ *                  oidc-issuer    https URL of a trusted OpenID Provider: clients may register with an id_token
+ *                                 it issued instead of an enrollment secret (default unset: OIDC login off)
+ *                  oidc-audience  the `aud` the id_token must carry: the OIDC client id the CLI uses at the
+ *                                 provider (default hpcs-server)
+ *                  oidc-client-claim   claim whose value becomes the client id (default sub); it must be a
+ *                                 valid client name (lib/names.ts) or the token is refused
+ *                  oidc-ca-file   PEM CA of the provider's TLS certificate (system CAs when absent)
+ *                  oidc-allowed-clients  space-separated client ids OIDC may register (default empty: any)
  *
  * `pre-command` becomes an argv array (see command-argv.ts), never a shell string.
  */
@@ -92,7 +101,20 @@ export interface ServerConfig {
     sweepIntervalSec: number;
     /** Token buckets per client address; an absent limit is off. */
     rateLimits: { register?: RateLimit; nodeToken?: RateLimit };
+    /** OIDC client login; undefined = off (oidc-issuer unset). */
+    oidc?: OidcConfig;
   };
+}
+
+/** [hpcs-server] oidc-*: the trusted OpenID Provider and how its id_tokens map to client ids. */
+export interface OidcConfig {
+  /** The issuer URL exactly as the provider's tokens and discovery document name it. */
+  issuer: string;
+  audience: string;
+  clientClaim: string;
+  caFile?: string;
+  /** Client ids OIDC may register; empty = any valid client name. */
+  allowedClients: string[];
 }
 
 /** `count` calls per `periodSec`, refilled continuously (a token bucket of size count). */
@@ -124,6 +146,11 @@ export const SERVER_KEYS: KnownKeys = {
     "sweep-interval",
     "rate-limit-register",
     "rate-limit-node-token",
+    "oidc-issuer",
+    "oidc-audience",
+    "oidc-client-claim",
+    "oidc-ca-file",
+    "oidc-allowed-clients",
   ],
 };
 
@@ -226,6 +253,8 @@ export function serverConfigFrom(doc: IniDocument): ServerConfig {
     throw hs.error("grpc-listen", "same address as listen; give gRPC its own port, e.g. listen's port + 1");
   }
   if (tlsCert !== undefined && tlsKey !== undefined) hpcsServer.tls = { certFile: tlsCert, keyFile: tlsKey };
+  const oidc = oidcKeys(hs);
+  if (oidc) hpcsServer.oidc = oidc;
 
   return {
     source: doc.source,
@@ -259,6 +288,50 @@ function mungeKeys(hs: SectionReader): ServerConfig["hpcsServer"]["munge"] {
     squeueBin: program("squeue-bin", "squeue"),
     maxAgeSec,
   };
+}
+
+const OIDC_DEPENDENT_KEYS = ["oidc-audience", "oidc-client-claim", "oidc-ca-file", "oidc-allowed-clients"];
+
+/** [hpcs-server] oidc-*: all or nothing, so a half-configured OIDC login fails at start-up. */
+function oidcKeys(hs: SectionReader): OidcConfig | undefined {
+  const issuer = hs.optUrl(
+    "oidc-issuer",
+    "the OpenID Provider's issuer URL, e.g. https://idp.example.org/realms/hpc",
+  );
+  if (issuer === undefined) {
+    const stray = OIDC_DEPENDENT_KEYS.find((k) => hs.has(k));
+    if (stray)
+      throw hs.error(stray, "set without oidc-issuer; set oidc-issuer to enable OIDC login or remove it");
+    return undefined;
+  }
+  if (!issuer.startsWith("https://")) {
+    throw hs.error("oidc-issuer", `${issuer} is not https; the provider's keys must be fetched over TLS`);
+  }
+  const clientClaim = hs.optString("oidc-client-claim") ?? "sub";
+  if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(clientClaim)) {
+    throw hs.error(
+      "oidc-client-claim",
+      `${JSON.stringify(clientClaim)} is not a claim name; use letters, digits, '_', '.', ':' or '-', e.g. sub or preferred_username`,
+    );
+  }
+  const allowed = (hs.optString("oidc-allowed-clients") ?? "").split(/\s+/).filter((w) => w !== "");
+  for (const name of allowed) {
+    try {
+      validateName("client", name);
+    } catch (err) {
+      if (err instanceof InvalidNameError) throw hs.error("oidc-allowed-clients", err.message);
+      throw err;
+    }
+  }
+  const out: OidcConfig = {
+    issuer,
+    audience: audience(hs, "oidc-audience", hs.optString("oidc-audience") ?? DEFAULT_CALLER_AUDIENCE),
+    clientClaim,
+    allowedClients: allowed,
+  };
+  const ca = hs.optPath("oidc-ca-file");
+  if (ca !== undefined) out.caFile = ca;
+  return out;
 }
 
 function auditLog(hs: SectionReader): ServerConfig["hpcsServer"]["auditLog"] {

@@ -74,8 +74,8 @@ export function auditedService(inner: HpcsService, audit: AuditLog): HpcsService
         "client.register",
         {
           caller: str(req?.clientName) ? `client:${req.clientName}` : undefined,
-          target: { clientName: str(req?.clientName) },
-          secrets: [str(req?.enrollmentSecret)],
+          target: { clientName: str(req?.clientName), method: str(req?.idToken) ? "oidc" : "enrollment" },
+          secrets: [str(req?.enrollmentSecret), str(req?.idToken)],
         },
         () => inner.registerClient(ctx, req),
         (r) => ({

@@ -12,6 +12,7 @@ import { clientPolicy, clientPolicyName } from "../../lib/vault/policies.js";
 import type { VaultClient } from "../../lib/vault/vault-client.js";
 import { toServiceError } from "./backend-error.js";
 import type { Enrollments, Redemption } from "./enrollment.js";
+import type { OidcLogin } from "./oidc-login.js";
 import {
   type CallContext,
   type RegisterClientRequest,
@@ -21,9 +22,10 @@ import {
 
 /**
  * Client registration (design flow 2): the client proves itself with an operator's one-time enrollment
- * secret and receives a short-lived join token for spiffe://<td>/c/<id>; its processes get
- * spiffe://<td>/c/<id>/workload, which logs in to Vault with role hpcs-client-<id> (create-only on
- * kv/data/hpcs/<id>/*).
+ * secret — or, with [hpcs-server] oidc-issuer set, an id_token of that provider (oidc-login.ts: the client
+ * id is its verified claim; no redeem, no next secret) — and receives a short-lived join token for
+ * spiffe://<td>/c/<id>; its processes get spiffe://<td>/c/<id>/workload, which logs in to Vault with
+ * role hpcs-client-<id> (create-only on kv/data/hpcs/<id>/*).
  *
  * Order: redeem → workload entry → policy → role → join token → next enrollment secret. The join token
  * comes last of the steps that matter because it cannot be taken back; every earlier step is undone if a
@@ -55,6 +57,8 @@ export interface ClientRegistrarOptions {
   spire: ClientSpire;
   vault: ClientVault;
   enrollments: Pick<Enrollments, "redeem" | "release" | "rotate">;
+  /** OIDC client login; undefined = off ([hpcs-server] oidc-issuer unset). */
+  oidc?: Pick<OidcLogin, "clientIdFrom">;
   logger: WarnLogger;
   /**
    * Selectors for …/c/<id>/workload when the request names none. ServerConfig has no key for this yet;
@@ -78,9 +82,14 @@ export class ClientRegistrar {
 
   async registerClient(ctx: CallContext, req: RegisterClientRequest): Promise<RegisterClientResponse> {
     const td = this.opts.config.spireServer.trustDomain;
-    const insecureIp = this.opts.config.hpcsServer.insecureIpIdentity && !req.enrollmentSecret;
+    const oidc = typeof req.idToken === "string" && req.idToken !== "";
+    const insecureIp = !oidc && this.opts.config.hpcsServer.insecureIpIdentity && !req.enrollmentSecret;
     // Everything is validated before anything is created or consumed.
-    const clientId = insecureIp ? this.clientIdFromPeer(ctx) : checkName(req.clientName);
+    const clientId = oidc
+      ? await this.clientIdFromOidc(req)
+      : insecureIp
+        ? this.clientIdFromPeer(ctx)
+        : checkName(req.clientName);
     const selectors = this.selectors(req.selectors);
     const agentId = SpiffeId.of(td, "c", clientId);
     const workloadId = agentId.child("workload");
@@ -93,7 +102,7 @@ export class ClientRegistrar {
         { requestId: ctx.requestId, peerAddress: ctx.peerAddress, clientId, insecureIpIdentity: true },
         "client registered by IP address (insecure-ip-identity=true): anyone who can use this address can act as this client",
       );
-    } else if (!req.enrollmentSecret) {
+    } else if (!oidc && !req.enrollmentSecret) {
       throw new ServiceError(
         "unauthenticated",
         `no enrollment secret; ask the operator to run 'hpcs-server enroll ${clientId}' and pass the secret it prints`,
@@ -103,7 +112,7 @@ export class ClientRegistrar {
     const undo: (() => Promise<unknown>)[] = [];
     let redemption: Redemption | undefined;
     try {
-      if (!insecureIp) {
+      if (!insecureIp && !oidc) {
         redemption = await this.opts.enrollments.redeem(clientId, req.enrollmentSecret);
         const r = redemption;
         undo.push(() => this.opts.enrollments.release(r));
@@ -185,6 +194,23 @@ export class ClientRegistrar {
       );
       return undefined;
     }
+  }
+
+  /** The verified id_token's client id; the request must not also carry enrollment fields. */
+  private async clientIdFromOidc(req: RegisterClientRequest): Promise<string> {
+    if (req.clientName || req.enrollmentSecret) {
+      throw new ServiceError(
+        "invalid_argument",
+        "idToken: send either idToken or clientName + enrollmentSecret, not both",
+      );
+    }
+    if (!this.opts.oidc) {
+      throw new ServiceError(
+        "failed_precondition",
+        "OIDC login is off on this server ([hpcs-server] oidc-issuer is unset); register with an enrollment secret from the operator",
+      );
+    }
+    return this.opts.oidc.clientIdFrom(req.idToken ?? "");
   }
 
   /**

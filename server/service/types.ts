@@ -46,6 +46,11 @@ export interface RegisterClientRequest {
   clientName: string;
   /** The one-time enrollment secret printed by `hpcs-server enroll`. */
   enrollmentSecret: string;
+  /**
+   * OIDC login instead ([hpcs-server] oidc-issuer): an id_token of the trusted provider; clientName and
+   * enrollmentSecret must then be empty (the client id comes from the token's oidc-client-claim).
+   */
+  idToken?: string;
   /** Workload selectors for `…/c/<id>/workload`; default from config (e.g. unix:uid:<uid>). */
   selectors?: Selector[];
 }

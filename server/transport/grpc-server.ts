@@ -96,6 +96,7 @@ interface RawRegisterClientRequest {
   client_name: string;
   enrollment_secret: string;
   selectors: RawSelector[];
+  id_token: string;
 }
 interface RawGrantRequest {
   secret: string;
@@ -208,6 +209,7 @@ export function grpcHandlers(
       const r = await service.registerClient(ctx, {
         clientName: req.client_name,
         enrollmentSecret: req.enrollment_secret,
+        ...(req.id_token ? { idToken: req.id_token } : {}),
         ...(selectors.length > 0 ? { selectors } : {}),
       });
       return {

@@ -10,6 +10,7 @@
  * `expiresAt` in a request also accepts UNIX seconds.
  *
  *   POST   /v1/clients/register  {clientName, enrollmentSecret, selectors?: [{type, value}]}
+ *                                 or {idToken, selectors?} (OIDC login, [hpcs-server] oidc-issuer)
  *                                 → {…, joinToken, nextEnrollmentSecret?, nextEnrollmentExpiresAt?}
  *   POST   /v1/grants            {secret, nodes, users?, groups?, expiresAt?}
  *   DELETE /v1/grants/<secret>   [?deleteSecret=true]
@@ -209,9 +210,12 @@ export const ROUTES: Route[] = [
     body: true,
     async run({ ctx, body }, service) {
       const sel = selectors(body, "selectors");
+      const idToken = optStr(body, "idToken");
+      // With an idToken the service refuses any enrollment field sent along, so they are passed on.
       const r = await service.registerClient(ctx, {
-        clientName: str(body, "clientName"),
-        enrollmentSecret: str(body, "enrollmentSecret"),
+        clientName: idToken ? (optStr(body, "clientName") ?? "") : str(body, "clientName"),
+        enrollmentSecret: idToken ? (optStr(body, "enrollmentSecret") ?? "") : str(body, "enrollmentSecret"),
+        ...(idToken ? { idToken } : {}),
         ...(sel ? { selectors: sel } : {}),
       });
       return {

@@ -77,7 +77,12 @@ describe("server/service/audited-service", () => {
       entriesCreated: 1,
       entriesExisting: 0,
     });
-    assert.deepEqual(lines()[0]?.target, { clientName: "alice", clientId: "alice", rotated: true });
+    assert.deepEqual(lines()[0]?.target, {
+      clientName: "alice",
+      method: "enrollment",
+      clientId: "alice",
+      rotated: true,
+    });
   });
 
   it("audits a refusal with the claimed caller, the code and the reason, and rethrows the same error", async () => {
