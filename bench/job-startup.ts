@@ -12,7 +12,17 @@
 
 import { JobFixture } from "../test/support/job-fixture.js";
 
+/** The runtime's marks between start and decrypt-begin, in order, and what each step covers. */
+export const STEPS: [string, string][] = [
+  ["attested", "node checks + MUNGE → join token"],
+  ["agent-ready", "per-job spire-agent started, healthy"],
+  ["keys", "JWT-SVIDs + Vault logins + key reads"],
+  ["decrypt-begin", "checksums + gocryptfs volumes"],
+];
+
 export interface StartupRun {
+  /** Seconds per step of STEPS (start → attested, attested → agent-ready, …). */
+  steps: Record<string, number>;
   /** start → decrypt-begin: attestation, agent, SVIDs, Vault, checksums, volumes mounted. */
   keysSec: number;
   /** decrypt-begin → decrypt-end: artifacts decrypted (excluded from startupSec). */
@@ -58,9 +68,22 @@ export async function startupBench(opts: {
       const start = markOf(end.log, "start");
       const decBegin = markOf(end.log, "decrypt-begin");
       const decEnd = markOf(end.log, "decrypt-end");
+      const steps: Record<string, number> = {};
+      let prev = start;
+      for (const [event] of STEPS) {
+        const t = markOf(end.log, event);
+        steps[event] = t - prev;
+        prev = t;
+      }
       const keysSec = decBegin - start;
       const containerSec = appStart - decEnd;
-      runs.push({ keysSec, decryptSec: decEnd - decBegin, containerSec, startupSec: keysSec + containerSec });
+      runs.push({
+        steps,
+        keysSec,
+        decryptSec: decEnd - decBegin,
+        containerSec,
+        startupSec: keysSec + containerSec,
+      });
     }
     return runs;
   } finally {

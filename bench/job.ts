@@ -8,7 +8,7 @@
 
 import { parseArgs } from "node:util";
 import { decryptBench } from "./job-decrypt.js";
-import { startupBench } from "./job-startup.js";
+import { STEPS, startupBench } from "./job-startup.js";
 
 export const JOB_USAGE =
   "job [--mib N] [--repeat R] [--json]   job start → app (attestation, keys, mounts); decrypt into gocryptfs vs gpg -d vs cp";
@@ -45,6 +45,7 @@ export async function jobBench(argv: string[]): Promise<number> {
     median(startup.map((r) => r[k]));
   const lines = [
     `job start → app's first instruction, real Slurm jobs as alice (median of ${repeat}; seconds):`,
+    ...STEPS.map(([e, what]) => `    ${what.padEnd(56)}${f(median(startup.map((r) => r.steps[e] ?? NaN)))}`),
     `  attestation + agent + SVIDs + Vault + checksums + volumes ${f(col("keysSec"))}`,
     `  container (bundle, runc start)                            ${f(col("containerSec"))}`,
     `  = start-up without decryption                             ${f(col("startupSec"))}`,

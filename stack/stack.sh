@@ -190,6 +190,12 @@ server {
   default_x509_svid_ttl = "1h"
   default_jwt_svid_ttl = "5m"
   jwt_issuer = "https://localhost:$OIDC_PORT"
+  # Per-job agents attest seconds after the hpcs server created their aliases: with the default 5 s
+  # entry-cache reload their first sync can miss them (npm run bench -- job). Recommended for sites
+  # running agent-model = per-job too (README).
+  experimental {
+    cache_reload_interval = "1s"
+  }
 }
 plugins {
   DataStore "sql" {
