@@ -4,7 +4,9 @@
  * Everything that can be checked without side effects is checked first (config, SSH login and host
  * key, the remote directory, no artifact of that name already there), so most mistakes cost nothing.
  * Only then does the client register and start its spire-agent (stopped and wiped on every way out,
- * client/identity/client-agent.ts), and publishArtifact runs its ordered, all-or-nothing steps.
+ * client/identity/client-agent.ts), and publishArtifact runs its ordered, all-or-nothing steps. Grant
+ * and revoke go over JSON/HTTP with a JWT-SVID, or, with `[hpcs-server] grpc-mtls`, over gRPC with the
+ * workload's X509-SVID (hpcs-grpc-client.ts).
  */
 
 import { posix } from "node:path";
@@ -14,10 +16,11 @@ import type { ArtifactSecret } from "./artifact/secret.js";
 import { type ArtifactInfo, infoFileName } from "./data-prep/info-file.js";
 import { UsageError } from "./usage-error.js";
 import { EXIT } from "./exit-codes.js";
+import { HpcsGrpcClient } from "./hpcs-grpc-client.js";
 import { HpcsServerClient } from "./hpcs-server-client.js";
-import { establishIdentity } from "./identity/client-identity.js";
+import { type ClientIdentity, establishIdentity } from "./identity/client-identity.js";
 import { NO_PROGRESS, type Progress, terminalProgress } from "./progress.js";
-import { publishArtifact, PublishError, type PublishResult } from "./publish-artifact.js";
+import { publishArtifact, PublishError, type PublishResult, type PublishServer } from "./publish-artifact.js";
 import { exists } from "./ssh/remote-files.js";
 import { SshSession } from "./ssh/ssh-session.js";
 import { sessionOptions } from "./ssh/session-options.js";
@@ -89,12 +92,19 @@ export async function shipArtifact(spec: ShipSpec, cfg: ClientConfig, io: Comman
     await spec.prepare?.(io.signal);
     io.signal.throwIfAborted();
     const identity = await establishIdentity(cfg, { signal: io.signal });
+    let server: PublishServer & { close?(): void };
+    try {
+      server = await publishServer(cfg, identity, io.signal);
+    } catch (err) {
+      await identity.close();
+      throw err;
+    }
     const progress: Progress =
       spec.json || spec.quiet
         ? NO_PROGRESS
         : terminalProgress({ total: spec.totalBytes(), stream: io.stderr });
     try {
-      const result = await publishArtifact(identity, new HpcsServerClient(cfg.hpcsServer), ssh, {
+      const result = await publishArtifact(identity, server, ssh, {
         kind: spec.kind,
         payload: spec.payload,
         ...(spec.payloadName ? { payloadName: spec.payloadName } : {}),
@@ -117,11 +127,38 @@ export async function shipArtifact(spec: ShipSpec, cfg: ClientConfig, io: Comman
       return EXIT.ok;
     } finally {
       progress.stop();
+      server.close?.();
       await identity.close();
     }
   } finally {
     ssh.close();
   }
+}
+
+/** Where grant and revoke go: gRPC over SPIFFE mTLS when configured, else JSON/HTTP. */
+async function publishServer(
+  cfg: ClientConfig,
+  identity: ClientIdentity,
+  signal: AbortSignal,
+): Promise<PublishServer & { close?(): void }> {
+  const mtls = cfg.hpcsServer.grpcMtls;
+  if (!mtls) return new HpcsServerClient(cfg.hpcsServer);
+  const client = await HpcsGrpcClient.open({
+    host: mtls.host,
+    port: mtls.port,
+    serverId: mtls.serverId,
+    workload: identity.workloadApi,
+    spiffeId: identity.workloadSpiffeId,
+  });
+  // One round trip before the secret is created: a channel that cannot open (wrong address or server
+  // ID) would also fail the rollback's revoke and leave the secret behind.
+  try {
+    await client.health({ signal });
+  } catch (err) {
+    client.close();
+    throw err;
+  }
+  return client;
 }
 
 /** Before anything is created: the directory must exist and hold no artifact or info file of that name. */

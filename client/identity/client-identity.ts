@@ -154,6 +154,11 @@ export class ClientIdentity {
     return svid.token;
   }
 
+  /** The agent's Workload API (e.g. for the workload's X509-SVID); closed by close(). */
+  get workloadApi(): WorkloadClient {
+    return this.workload;
+  }
+
   /** Creates kv `hpcs/<id>/<secretName>` (check-and-set 0: never overwrites; the policy is create-only). */
   async writeSecret(secretName: string, data: Record<string, string>): Promise<void> {
     if (this.closing) throw new Error("client identity is closed; establish it again");

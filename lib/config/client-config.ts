@@ -1,4 +1,5 @@
 import { InvalidNameError, type NameKind, validateName } from "../names.js";
+import { SpiffeId } from "../spiffe-id.js";
 import { type IniDocument, parseIni, readIniFile } from "./ini-file.js";
 import { checkKnownKeys, type KnownKeys, SectionReader } from "./section-reader.js";
 
@@ -30,6 +31,12 @@ import { checkKnownKeys, type KnownKeys, SectionReader } from "./section-reader.
  *                    oidc-issuer              OIDC login by device code (RFC 8628): the provider's issuer URL
  *                    oidc-client-id           ... and the CLI's OIDC client id there (required with oidc-issuer)
  *                    oidc-ca-file             ... and the PEM CA of the provider's TLS certificate
+ *                    grpc-mtls                host:port of the server's gRPC API over SPIFFE mTLS
+ *                                             (its grpc-mtls-listen): grant and revoke go there,
+ *                                             authenticated by the client workload's X509-SVID, instead
+ *                                             of JSON/HTTP with a JWT-SVID (default unset: HTTP)
+ *                    grpc-mtls-server-id      the SPIFFE ID the server must present there (default
+ *                                             spiffe://<trust-domain>/hpcs-server)
  *                  OIDC login replaces the enrollment secret: oidc-token-file or oidc-issuer (not both), and
  *                  neither together with enrollment-secret-file or client-name. The environment variable
  *                  HPCS_OIDC_TOKEN (an id_token) wins over all of these for one run.
@@ -66,6 +73,8 @@ export interface ClientConfig {
     audience: string;
     /** OIDC login instead of an enrollment secret; undefined = enrollment secret (or HPCS_OIDC_TOKEN). */
     oidc?: ClientOidc;
+    /** Grant/revoke over gRPC with SPIFFE mTLS; undefined = JSON/HTTP with a JWT-SVID. */
+    grpcMtls?: { host: string; port: number; serverId: string };
   };
   vault: { url: string; caFile?: string; audience: string };
   supercomputer: {
@@ -103,6 +112,8 @@ export const CLIENT_KEYS: KnownKeys = {
     "oidc-issuer",
     "oidc-client-id",
     "oidc-ca-file",
+    "grpc-mtls",
+    "grpc-mtls-server-id",
   ],
   vault: ["url", "ca-file", "audience"],
   supercomputer: ["address", "username", "port", "ssh-key", "known-hosts", "proxy-jump", "site-tools"],
@@ -149,6 +160,10 @@ export function clientConfigFrom(doc: IniDocument): ClientConfig {
     hpcsServer.oidc = oidc;
   }
 
+  const trustDomain = ss.trustDomain("trust-domain");
+  const grpcMtls = grpcMtlsKeys(hs, trustDomain);
+  if (grpcMtls) hpcsServer.grpcMtls = grpcMtls;
+
   const vault: ClientConfig["vault"] = {
     url: v.url("url", "the Vault address, e.g. https://vault:8200"),
     audience: audience(v, "audience", DEFAULT_VAULT_AUDIENCE),
@@ -178,7 +193,7 @@ export function clientConfigFrom(doc: IniDocument): ClientConfig {
   const spireServer: ClientConfig["spireServer"] = {
     address: ss.host("address", "the SPIRE server's host name, e.g. spire.example.org"),
     port: ss.port("port", "the SPIRE server's port", "8081"),
-    trustDomain: ss.trustDomain("trust-domain"),
+    trustDomain,
     agentBin: agentBin(ss, "agent-bin"),
   };
   const bundle = ss.optPath("trust-bundle");
@@ -226,6 +241,43 @@ function oidcKeys(hs: SectionReader): ClientOidc | undefined {
   const ca = hs.optPath("oidc-ca-file");
   if (ca !== undefined) out.caFile = ca;
   return out;
+}
+
+/** [hpcs-server] grpc-mtls (host:port) and the server's SPIFFE ID there, which must be of our trust domain. */
+function grpcMtlsKeys(hs: SectionReader, trustDomain: string): ClientConfig["hpcsServer"]["grpcMtls"] {
+  const v = hs.optString("grpc-mtls");
+  if (v === undefined) {
+    if (hs.has("grpc-mtls-server-id")) {
+      throw hs.error(
+        "grpc-mtls-server-id",
+        "set without grpc-mtls; set grpc-mtls to the server's mTLS host:port or remove it",
+      );
+    }
+    return undefined;
+  }
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v);
+  const port = Number(m?.[3]);
+  if (!m || port < 1 || port > 65535) {
+    throw hs.error("grpc-mtls", `${JSON.stringify(v)} is not host:port; set it to e.g. hpcs-server:10082`);
+  }
+  const host = hs.checkHost("grpc-mtls", m[1] ?? m[2] ?? "", "e.g. hpcs-server");
+  const idText = hs.optString("grpc-mtls-server-id") ?? `spiffe://${trustDomain}/hpcs-server`;
+  let id: SpiffeId;
+  try {
+    id = SpiffeId.parse(idText);
+  } catch (err) {
+    throw hs.error(
+      "grpc-mtls-server-id",
+      `${(err as Error).message}; set it to e.g. spiffe://${trustDomain}/hpcs-server`,
+    );
+  }
+  if (id.trustDomain !== trustDomain || id.path === "") {
+    throw hs.error(
+      "grpc-mtls-server-id",
+      `${idText} is not a workload of trust domain ${trustDomain}; set it to the server's SPIFFE ID, e.g. spiffe://${trustDomain}/hpcs-server`,
+    );
+  }
+  return { host, port, serverId: id.toString() };
 }
 
 function checkName(r: SectionReader, key: string, kind: NameKind, value: string): string {

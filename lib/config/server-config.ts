@@ -31,6 +31,9 @@ import { checkKnownKeys, type KnownKeys, SectionReader } from "./section-reader.
  *                                 insecure "join token for anyone")
  *                  insecure-ip-identity  true | false (default false): the original's client identity by IP
  *                  grpc-listen    host:port of the gRPC API (default: listen's host, listen's port + 1)
+ *                  grpc-mtls-listen    host:port of the gRPC API over SPIFFE mTLS: the server's X509-SVID and
+ *                                 trust bundle from its spire-agent, callers authenticated by theirs
+ *                                 (default unset: no such listener)
  *                  caller-audience     audience callers' JWT-SVIDs must carry (default hpcs-server)
  *                  client-selectors    space-separated type:value workload selectors given to a registering
  *                                 client that sends none, e.g. "unix:uid:1000 docker:image_id:sha256:…"
@@ -88,6 +91,8 @@ export interface ServerConfig {
     insecureIpIdentity: boolean;
     /** gRPC listen address; default listen's host and port + 1. */
     grpcListen: { host: string; port: number };
+    /** gRPC over SPIFFE mTLS (server/transport/grpc-mtls.ts); undefined = off. */
+    grpcMtlsListen?: { host: string; port: number };
     callerAudience: string;
     /** Selectors for a registering client that sends none; empty = the client must send them. */
     clientSelectors: { type: string; value: string }[];
@@ -135,6 +140,7 @@ export const SERVER_KEYS: KnownKeys = {
     "node-attestation",
     "insecure-ip-identity",
     "grpc-listen",
+    "grpc-mtls-listen",
     "caller-audience",
     "client-selectors",
     "node-token-ttl",
@@ -251,6 +257,15 @@ export function serverConfigFrom(doc: IniDocument): ServerConfig {
   };
   if (hpcsServer.grpcListen.port === httpListen.port && hpcsServer.grpcListen.host === httpListen.host) {
     throw hs.error("grpc-listen", "same address as listen; give gRPC its own port, e.g. listen's port + 1");
+  }
+  // Empty counts as unset, so a template can carry the key switched off.
+  if (hs.optString("grpc-mtls-listen") !== undefined) {
+    const mtls = listen(hs, "grpc-mtls-listen", "");
+    const same = (a: { host: string; port: number }) => a.host === mtls.host && a.port === mtls.port;
+    if (same(httpListen) || same(hpcsServer.grpcListen)) {
+      throw hs.error("grpc-mtls-listen", "same address as listen or grpc-listen; give mTLS its own port");
+    }
+    hpcsServer.grpcMtlsListen = mtls;
   }
   if (tlsCert !== undefined && tlsKey !== undefined) hpcsServer.tls = { certFile: tlsCert, keyFile: tlsKey };
   const oidc = oidcKeys(hs);
@@ -391,7 +406,8 @@ function listen(r: SectionReader, key: string, fallback: string): { host: string
   const v = r.optString(key) ?? fallback;
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v);
   const port = Number(m?.[3]);
-  const example = key === "listen" ? "0.0.0.0:10080 or [::1]:10080" : "0.0.0.0:10081 or [::1]:10081";
+  const examplePort = ({ listen: 10080, "grpc-listen": 10081 } as Record<string, number>)[key] ?? 10082;
+  const example = `0.0.0.0:${examplePort} or [::1]:${examplePort}`;
   if (!m || port < 1 || port > 65535) {
     throw r.error(key, `${JSON.stringify(v)} is not host:port; set it to e.g. ${example}`);
   }

@@ -100,7 +100,8 @@ export function splitDer(buf: Buffer): Buffer[] {
   return out;
 }
 
-function uriSans(cert: X509Certificate): string[] {
+/** The URI SANs of a certificate, in order. */
+export function uriSans(cert: X509Certificate): string[] {
   // Node lists SANs as `URI:x, DNS:y`; it quotes values containing ", " so a split on it is safe.
   return (cert.subjectAltName ?? "")
     .split(", ")

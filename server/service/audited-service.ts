@@ -3,7 +3,7 @@
  * service in the composition root, so both transports and the original's routes are audited alike.
  *
  * Caller: on success the identity the service vouched for (the registered agent, the attested job
- * agent, the verified JWT-SVID subject); on failure what the request claimed (the JWT's unverified
+ * agent, the verified JWT-SVID subject or mTLS peer ID); on failure what the request claimed (the JWT's unverified
  * `sub`, `client:<name>`, `node:<node>/user:<user>`), with callerVerified false. Every secret value
  * of the request and of the answer (enrollment secrets, join tokens, operator tokens, MUNGE
  * credentials, the bearer JWT) is scrubbed from the line, though none is ever put into it.
@@ -62,6 +62,8 @@ async function audited<T>(
   return r;
 }
 
+/** A verified peer SPIFFE ID (mTLS) is the caller; otherwise the bearer JWT's unverified `sub`. */
+const claimedCaller = (ctx: CallContext) => ctx.peerSpiffeId ?? claimedSpiffeId(ctx.bearerJwt);
 const iso = (d: Date | undefined) => d?.toISOString();
 const str = (v: unknown) => (typeof v === "string" ? v : undefined);
 
@@ -90,7 +92,7 @@ export function auditedService(inner: HpcsService, audit: AuditLog): HpcsService
         ctx,
         "grant.create",
         {
-          caller: claimedSpiffeId(ctx.bearerJwt),
+          caller: claimedCaller(ctx),
           target: {
             secret: str(req?.secret),
             nodes: Array.isArray(req?.nodes) ? req.nodes.map(String) : undefined,
@@ -119,7 +121,7 @@ export function auditedService(inner: HpcsService, audit: AuditLog): HpcsService
         ctx,
         "grant.revoke",
         {
-          caller: claimedSpiffeId(ctx.bearerJwt),
+          caller: claimedCaller(ctx),
           target: { secret: str(req?.secret), deleteSecret: req?.deleteSecret === true },
           secrets: [],
         },
@@ -138,7 +140,7 @@ export function auditedService(inner: HpcsService, audit: AuditLog): HpcsService
         audit,
         ctx,
         "grant.list",
-        { caller: claimedSpiffeId(ctx.bearerJwt), target: {}, secrets: [] },
+        { caller: claimedCaller(ctx), target: {}, secrets: [] },
         () => inner.listGrants(ctx),
         (r) => ({ target: { grants: r.length } }),
       ),

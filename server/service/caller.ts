@@ -10,7 +10,9 @@ import { type CallContext, ServiceError } from "./types.js";
  * bundle's JWT authorities, audience, expiry, and a subject of the form
  * spiffe://<td>/c/<client-id>/workload. The result is the client id; nothing else about the caller is
  * trusted. The bundle is fetched from SPIRE (not from the OIDC discovery endpoint) because the server
- * already holds the admin socket and so needs no extra network trust anchor.
+ * already holds the admin socket and so needs no extra network trust anchor. On the mTLS listener the
+ * transport has already verified the caller's X509-SVID (ctx.peerSpiffeId); it is mapped to a client id
+ * by the same rule, and no JWT is read.
  */
 
 export interface CallerOptions {
@@ -58,8 +60,12 @@ export class CallerAuthenticator {
     this.now = opts.now ?? Date.now;
   }
 
-  /** The caller's client id, or ServiceError("unauthenticated") with one line saying why. */
+  /**
+   * The caller's client id, or ServiceError("unauthenticated") with one line saying why. On the mTLS
+   * transport the verified peer ID (ctx.peerSpiffeId) is the caller and must be a client workload too.
+   */
   async authenticate(ctx: CallContext): Promise<string> {
+    if (ctx.peerSpiffeId !== undefined) return this.clientIdFrom(ctx.peerSpiffeId, "X509-SVID");
     const jwt = ctx.bearerJwt;
     if (!jwt) throw unauthenticated("no JWT-SVID sent; fetch one for audience " + this.audience);
     if (jwt.length > MAX_JWT_LENGTH) throw unauthenticated("JWT-SVID too long");
@@ -87,15 +93,15 @@ export class CallerAuthenticator {
     } catch (err) {
       throw unauthenticated(describeJoseError(err, this.audience));
     }
-    return this.clientIdFrom(sub ?? "");
+    return this.clientIdFrom(sub ?? "", "JWT-SVID subject");
   }
 
-  private clientIdFrom(sub: string): string {
+  private clientIdFrom(sub: string, what: "JWT-SVID subject" | "X509-SVID"): string {
     let id: SpiffeId;
     try {
       id = SpiffeId.parse(sub);
     } catch {
-      throw unauthenticated("JWT-SVID subject is not a SPIFFE ID");
+      throw unauthenticated(`${what} is not a SPIFFE ID`);
     }
     const s = id.segments;
     if (
@@ -106,7 +112,7 @@ export class CallerAuthenticator {
       !isValidName("client", s[1] ?? "")
     ) {
       throw unauthenticated(
-        `JWT-SVID subject ${JSON.stringify(sub)} is not a client workload (spiffe://${this.opts.trustDomain}/c/<client-id>/workload)`,
+        `${what} ${JSON.stringify(sub)} is not a client workload (spiffe://${this.opts.trustDomain}/c/<client-id>/workload)`,
       );
     }
     return s[1] as string;

@@ -34,6 +34,12 @@ export interface CallContext {
   peerAddress?: string;
   /** The bearer JWT-SVID (HTTP Authorization header / gRPC metadata), when one was sent. */
   bearerJwt?: string;
+  /**
+   * The SPIFFE ID of the caller's X509-SVID, set only by the mTLS transport after the handshake verified
+   * the chain against the trust bundle and the leaf as an X509-SVID (lib/spiffe/spiffe-tls.ts). When set
+   * it is the caller's identity and bearerJwt is absent.
+   */
+  peerSpiffeId?: string;
 }
 
 export interface Selector {

@@ -4,6 +4,8 @@
  *
  * - TLS from PEM cert/key (ServerCredentials.createSsl, no client certificates: callers authenticate with
  *   a JWT-SVID, an enrollment secret or a node credential); plaintext only when `insecure` is set.
+ *   serveGrpc takes any credentials: grpc-mtls.ts serves the same handlers over SPIFFE mTLS, where
+ *   Guards.peerIdentity names the caller from its X509-SVID and bearer tokens are not read.
  * - `authorization: Bearer <jwt>` metadata → CallContext.bearerJwt; `x-request-id` → requestId (or a
  *   fresh UUID), echoed in response headers and trailers.
  * - ServiceError codes → gRPC status codes; anything else → INTERNAL with a generic message.
@@ -77,9 +79,15 @@ const METHOD_GUARDS: Record<string, { action?: AuditAction; limit?: LimitGroup }
   Health: {},
 };
 
-interface Guards {
+export interface Guards {
   audit?: AuditLog | undefined;
   limiter?: RateLimiter | undefined;
+  /**
+   * mTLS only: the caller's SPIFFE ID from its verified peer certificate (throws when there is none
+   * acceptable). When set, it is the caller's identity (CallContext.peerSpiffeId) and the
+   * `authorization` metadata is ignored.
+   */
+  peerIdentity?: ((call: grpc.ServerUnaryCall<unknown, unknown>) => string) | undefined;
 }
 
 export interface GrpcServerHandle {
@@ -149,12 +157,24 @@ export async function startGrpcServer(
   log: Logger,
   opts: GrpcServerOptions,
 ): Promise<GrpcServerHandle> {
-  const creds = credentialsFor(opts);
+  const credentials = credentialsFor(opts);
+  return serveGrpc(service, log, {
+    host: opts.host,
+    port: opts.port,
+    credentials,
+    guards: { audit: opts.audit, limiter: opts.limiter },
+  });
+}
+
+/** Binds the hpcs.v1 service on host:port with these credentials and guards. */
+export async function serveGrpc(
+  service: HpcsService,
+  log: Logger,
+  opts: { host: string; port: number; credentials: grpc.ServerCredentials; guards: Guards },
+): Promise<GrpcServerHandle> {
+  const creds = opts.credentials;
   const server = new grpc.Server({ "grpc.max_receive_message_length": 64 * 1024 });
-  server.addService(
-    hpcsServiceDefinition(),
-    grpcHandlers(service, log, { audit: opts.audit, limiter: opts.limiter }),
-  );
+  server.addService(hpcsServiceDefinition(), grpcHandlers(service, log, opts.guards));
   const host = opts.host.includes(":") ? `[${opts.host}]` : opts.host;
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${opts.port}`, creds, (err, p) => (err ? reject(err) : resolve(p)));
@@ -239,7 +259,7 @@ export function grpcHandlers(
         ...(expiresAt ? { expiresAt } : {}),
       });
       return {
-        caller: claimedSpiffeId(ctx.bearerJwt),
+        caller: claimedCaller(ctx),
         res: {
           client_id: r.clientId,
           secret: r.secret,
@@ -256,7 +276,7 @@ export function grpcHandlers(
       const req = raw as RawRevokeRequest;
       const r = await service.revoke(ctx, { secret: req.secret, deleteSecret: req.delete_secret });
       return {
-        caller: claimedSpiffeId(ctx.bearerJwt),
+        caller: claimedCaller(ctx),
         res: {
           entries_deleted: r.entriesDeleted,
           role_deleted: r.roleDeleted,
@@ -267,7 +287,7 @@ export function grpcHandlers(
     },
     ListGrants: async (ctx) => {
       const grants = await service.listGrants(ctx);
-      return { caller: claimedSpiffeId(ctx.bearerJwt), res: { grants: grants.map(summary) } };
+      return { caller: claimedCaller(ctx), res: { grants: grants.map(summary) } };
     },
     NodeJoinToken: async (ctx, raw) => {
       const req = raw as RawNodeJoinTokenRequest;
@@ -307,6 +327,11 @@ export function grpcHandlers(
   return impl;
 }
 
+/** The identity a call that needs a client claims: its verified peer SPIFFE ID (mTLS), else its JWT's `sub`. */
+function claimedCaller(ctx: CallContext): string | undefined {
+  return ctx.peerSpiffeId ?? claimedSpiffeId(ctx.bearerJwt);
+}
+
 function firstString(md: grpc.Metadata, key: string): string | undefined {
   const v = md.get(key)[0];
   return typeof v === "string" ? v : undefined;
@@ -341,12 +366,18 @@ async function runUnary(
   call.sendMetadata(out);
 
   let bearerJwt: string | undefined;
+  let peerId: string | undefined;
   const { action, limit } = METHOD_GUARDS[method] ?? {};
   try {
     if (limit) guards.limiter?.take(limit, peerKey(peer));
-    bearerJwt = bearerFrom(firstString(call.metadata, "authorization"));
     const ctx: CallContext = { requestId, peerAddress: peer };
-    if (bearerJwt !== undefined) ctx.bearerJwt = bearerJwt;
+    if (guards.peerIdentity) {
+      peerId = guards.peerIdentity(call);
+      ctx.peerSpiffeId = peerId;
+    } else {
+      bearerJwt = bearerFrom(firstString(call.metadata, "authorization"));
+      if (bearerJwt !== undefined) ctx.bearerJwt = bearerJwt;
+    }
     const { res, caller } = await handler(ctx, call.request);
     logCall(log, {
       requestId,
@@ -366,7 +397,7 @@ async function runUnary(
     const code = GRPC_STATUS[se.code];
     if (guards.audit && action && !guards.audit.wasRecorded(err)) {
       guards.audit.recordFailure(
-        { requestId, action, caller: claimedSpiffeId(bearerJwt), callerVerified: false, peer },
+        { requestId, action, caller: peerId ?? claimedSpiffeId(bearerJwt), callerVerified: false, peer },
         se,
         secrets,
       );

@@ -4,13 +4,16 @@
  * and gRPC on `[hpcs-server] grpc-listen` (default: the next port up). TLS from `[hpcs-server] tls-cert` / `tls-key`;
  * without them both refuse to start unless `insecure` is passed explicitly. Both share one rate limiter
  * (`[hpcs-server] rate-limit-*`), so a caller cannot double its budget by switching transport.
+ * With `[hpcs-server] grpc-mtls-listen` a third listener serves gRPC over SPIFFE mTLS (grpc-mtls.ts);
+ * it always uses the server's X509-SVID, whatever tls-cert and insecure say.
  */
 
 import type { ServerConfig } from "../../lib/config/server-config.js";
 import type { Logger } from "../../lib/log.js";
 import type { AuditLog } from "../service/audit-log.js";
 import type { HpcsService } from "../service/types.js";
-import { startGrpcServer } from "./grpc-server.js";
+import { startGrpcMtlsServer } from "./grpc-mtls.js";
+import { type GrpcServerHandle, startGrpcServer } from "./grpc-server.js";
 import { startHttpServer } from "./http-server.js";
 import { RateLimiter } from "./rate-limit.js";
 
@@ -33,6 +36,8 @@ export interface StartOptions {
 export interface ServerHandle {
   httpPort: number;
   grpcPort: number;
+  /** The SPIFFE mTLS listener's port, when grpc-mtls-listen is set. */
+  grpcMtlsPort?: number;
   tls: boolean;
   close(): Promise<void>;
 }
@@ -65,18 +70,33 @@ export async function startServer(
     }),
     ...(opts.audit ? { audit: opts.audit } : {}),
   };
-  const grpcServer = await startGrpcServer(service, logger, { ...grpcListen, ...secure, ...guards });
+  const mtlsListen = config.hpcsServer.grpcMtlsListen;
+  const started: GrpcServerHandle[] = [];
   let httpServer;
+  let mtlsServer: GrpcServerHandle | undefined;
   try {
+    const grpcServer = await startGrpcServer(service, logger, { ...grpcListen, ...secure, ...guards });
+    started.push(grpcServer);
+    if (mtlsListen) {
+      mtlsServer = await startGrpcMtlsServer(service, logger, {
+        ...mtlsListen,
+        workloadSocket: config.spireAgent.socketPath,
+        trustDomain: config.spireServer.trustDomain,
+        ...guards,
+      });
+      started.push(mtlsServer);
+    }
     httpServer = await startHttpServer(service, logger, { ...httpListen, ...secure, ...guards });
   } catch (err) {
-    await grpcServer.close();
+    await Promise.all(started.map((s) => s.close()));
     throw err;
   }
+  const grpcServer = started[0] as GrpcServerHandle;
   logger.info(
     {
       http: `${httpListen.host}:${httpServer.port}`,
       grpc: `${grpcListen.host}:${grpcServer.port}`,
+      ...(mtlsListen && mtlsServer ? { grpcMtls: `${mtlsListen.host}:${mtlsServer.port}` } : {}),
       tls: tls !== undefined,
     },
     tls ? "hpcs server listening" : "hpcs server listening WITHOUT TLS (--insecure)",
@@ -84,9 +104,10 @@ export async function startServer(
   return {
     httpPort: httpServer.port,
     grpcPort: grpcServer.port,
+    ...(mtlsServer ? { grpcMtlsPort: mtlsServer.port } : {}),
     tls: tls !== undefined,
     close: async () => {
-      await Promise.all([httpServer.close(), grpcServer.close()]);
+      await Promise.all([httpServer.close(), ...started.map((s) => s.close())]);
     },
   };
 }

@@ -224,7 +224,7 @@ describe("client config", () => {
       "hpcs-server",
       "enrolment-secret-file",
       "/x",
-      "[hpcs-server] enrolment-secret-file: unknown key; did you mean enrollment-secret-file? (known in [hpcs-server]: url, ca-file, enrollment-secret-file, client-name, audience, oidc-token-file, oidc-issuer, oidc-client-id, oidc-ca-file)",
+      "[hpcs-server] enrolment-secret-file: unknown key; did you mean enrollment-secret-file? (known in [hpcs-server]: url, ca-file, enrollment-secret-file, client-name, audience, oidc-token-file, oidc-issuer, oidc-client-id, oidc-ca-file, grpc-mtls, grpc-mtls-server-id)",
     ],
     [
       "spire-server",
