@@ -86,6 +86,7 @@ IN_MOUNTED=0
 OUT_MOUNTED=0
 NODE=""
 USER_NAME=""
+REQUEST_ID=""
 FUSERMOUNT=""
 HTTP_STATUS=""
 HTTP_BODY=""
@@ -194,7 +195,9 @@ check_node() {
   [[ $PRIV =~ ^/[A-Za-z0-9/._-]+$ ]] || fail 200 "private dir $PRIV has characters the runtime configs cannot take: set HPCS_PRIVATE_ROOT to a plain path"
   mkdir -m 700 "$PRIV/gnupg" || fail 200 "cannot create $PRIV/gnupg"
   export GNUPGHOME=$PRIV/gnupg
-  log "job $SLURM_JOB_ID on $NODE as $USER_NAME, runtime $RUNTIME_USED, private dir $PRIV"
+  # Sent as X-Request-Id with every call to the hpcs server: its audit lines carry the same id.
+  REQUEST_ID=hpcs-job-$SLURM_JOB_ID-$(random_token 6)
+  log "job $SLURM_JOB_ID on $NODE as $USER_NAME, runtime $RUNTIME_USED, private dir $PRIV, request id $REQUEST_ID"
 }
 
 # Private dirs of this user's earlier jobs that ended without their clean-up (SIGKILL after Slurm's
@@ -228,7 +231,7 @@ attest_node() {
     cred=$(munge -s "$payload") || fail 201 "munge could not create a credential: is munged running on $NODE?"
     [[ $cred =~ ^MUNGE:[A-Za-z0-9+/]+={0,2}:$ ]] || fail 201 "munge returned no armored credential"
     if http_call POST "$HPCS_SERVER_URL/v1/nodes/token" "$HPCS_SERVER_CA" \
-      -H 'Content-Type: application/json' --data-binary @- \
+      -H 'Content-Type: application/json' -H "X-Request-Id: $REQUEST_ID" --data-binary @- \
       < <(printf '{"node":"%s","user":"%s","mungeCredential":"%s"}' "$NODE" "$USER_NAME" "$cred"); then
       [[ $HTTP_STATUS == 200 ]] && break
       case $HTTP_STATUS in
@@ -570,7 +573,7 @@ stop_agent() {
 end_job() {
   [[ -n $JOIN_TOKEN ]] || return 0
   if http_call POST "$HPCS_SERVER_URL/v1/nodes/end-job" "$HPCS_SERVER_CA" \
-    -H 'Content-Type: application/json' --data-binary @- \
+    -H 'Content-Type: application/json' -H "X-Request-Id: $REQUEST_ID" --data-binary @- \
     < <(printf '{"node":"%s","user":"%s","joinToken":"%s"}' "$NODE" "$USER_NAME" "$JOIN_TOKEN") &&
     [[ $HTTP_STATUS == 200 ]]; then
     log "hpcs server told: job ended (aliases removed, agent evicted)"

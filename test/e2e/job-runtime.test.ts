@@ -93,6 +93,19 @@ describe("job runtime (rendered job script, real Slurm/SPIRE/Vault/gocryptfs/run
       assert.equal(resultText(files), expected);
       assert.equal(files.get("exit_code")?.toString().trim(), "0");
       assert.ok(!existsSync(`${alice.resultPath}.part`));
+      // The job's request id is in the server's audit lines for its token and its end.
+      const requestId = /request id (\S+)$/m.exec(aliceEnd.log)?.[1];
+      assert.ok(requestId, aliceEnd.log);
+      const audited = f.srv.log
+        .split("\n")
+        .filter((l) => l.includes(`"requestId":"${requestId}"`) && l.includes('"type":"audit"'))
+        .map(
+          (l) =>
+            (JSON.parse(l) as { action: string; result: string }).action +
+            ":" +
+            (JSON.parse(l) as { result: string }).result,
+        );
+      assert.deepEqual(audited, ["node.token:ok", "node.end-job:ok"]);
       assert.match(aliceEnd.log, /input logic ran/);
     });
 
