@@ -5,6 +5,7 @@
  * Only https:// URLs; redirects are not followed (an OP's endpoints answer directly); bodies are capped.
  */
 
+import { readFileSync } from "node:fs";
 import { request } from "node:https";
 
 export interface OidcFetchInit {
@@ -67,4 +68,16 @@ export function oidcFetch(ca: Buffer | string | undefined, timeoutMs: number): O
       if (init.body !== undefined) req.write(init.body);
       req.end();
     });
+}
+
+/** The PEM CA of `[hpcs-server] oidc-ca-file` (client and server INI alike), or undefined: system CAs. */
+export function readOidcCa(path: string | undefined): Buffer | undefined {
+  if (path === undefined) return undefined;
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new Error(
+      `cannot read [hpcs-server] oidc-ca-file ${path}: ${(err as NodeJS.ErrnoException).code ?? "error"}; point it at the PEM CA of the OpenID Provider's certificate`,
+    );
+  }
 }

@@ -10,10 +10,10 @@
  * its shape (the server verifies it); it is never printed, logged or put on a command line.
  */
 
-import { readFileSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import type { ClientConfig } from "../../lib/config/client-config.js";
-import { type OidcFetch, oidcFetch } from "../../lib/oidc-fetch.js";
+import { type OidcFetch, oidcFetch, readOidcCa } from "../../lib/oidc-fetch.js";
 import { deviceCodeLogin } from "./oidc-device-flow.js";
 
 export const OIDC_TOKEN_ENV = "HPCS_OIDC_TOKEN";
@@ -39,7 +39,7 @@ export async function oidcIdToken(cfg: ClientConfig, o: OidcTokenOptions): Promi
   const oidc = cfg.hpcsServer.oidc;
   if (oidc === undefined) return undefined;
   if (oidc.source === "file") return readTokenFile(oidc.tokenFile, o.onNotice);
-  const fetch = o.fetch ?? oidcFetch(readCa(oidc.caFile), 30_000);
+  const fetch = o.fetch ?? oidcFetch(readOidcCa(oidc.caFile), 30_000);
   return deviceCodeLogin({
     issuer: oidc.issuer,
     clientId: oidc.clientId,
@@ -82,15 +82,4 @@ async function readTokenFile(path: string, onNotice: (m: string) => void): Promi
     );
   }
   return token;
-}
-
-function readCa(path: string | undefined): Buffer | undefined {
-  if (path === undefined) return undefined;
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    throw new Error(
-      `cannot read [hpcs-server] oidc-ca-file ${path}: ${(err as NodeJS.ErrnoException).code ?? "error"}; point it at the PEM CA of the OpenID Provider's certificate`,
-    );
-  }
 }

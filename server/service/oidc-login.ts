@@ -11,7 +11,6 @@
  * client name (and in `oidc-allowed-clients` when that is set). The token is never logged or echoed.
  */
 
-import { readFileSync } from "node:fs";
 import {
   createRemoteJWKSet,
   customFetch,
@@ -22,7 +21,7 @@ import {
 } from "jose";
 import type { OidcConfig } from "../../lib/config/server-config.js";
 import { InvalidNameError, validateName } from "../../lib/names.js";
-import { type OidcFetch, oidcFetch } from "../../lib/oidc-fetch.js";
+import { type OidcFetch, oidcFetch, readOidcCa } from "../../lib/oidc-fetch.js";
 import { ServiceError } from "./types.js";
 
 export interface OidcLoginOptions {
@@ -51,7 +50,7 @@ export class OidcLogin {
 
   constructor(private readonly opts: OidcLoginOptions) {
     const timeout = opts.timeoutMs ?? 10_000;
-    this.fetch = opts.fetch ?? oidcFetch(readCa(opts.config.caFile), timeout);
+    this.fetch = opts.fetch ?? oidcFetch(readOidcCa(opts.config.caFile), timeout);
   }
 
   get issuer(): string {
@@ -228,15 +227,4 @@ function refusal(err: unknown, cfg: OidcConfig): ServiceError {
     "unavailable",
     `OIDC keys of ${cfg.issuer} could not be fetched: ${(err as Error).message}`,
   );
-}
-
-function readCa(path: string | undefined): Buffer | undefined {
-  if (path === undefined) return undefined;
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    throw new Error(
-      `cannot read [hpcs-server] oidc-ca-file ${path}: ${(err as NodeJS.ErrnoException).code ?? "error"}; point it at the PEM CA of the OpenID Provider's certificate`,
-    );
-  }
 }
