@@ -14,8 +14,8 @@
 
 import { spawn } from "node:child_process";
 import { createCipheriv, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream, readFileSync, writeFileSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { createReadStream, createWriteStream, writeFileSync } from "node:fs";
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -30,6 +30,7 @@ import { remove } from "../client/ssh/remote-files.js";
 import { SshSession } from "../client/ssh/ssh-session.js";
 import { uploadStream } from "../client/ssh/upload.js";
 import { loadStackEnv, sshUser } from "../test/support/stack-env.js";
+import { sampler, vmHwmSync } from "./peak-rss.js";
 
 export const CONTAINER_PREP_USAGE =
   "container-prep [--mib N] [--json]   image → SIF → encrypt+ship, per stage, vs docker save | gpg | ssh";
@@ -42,48 +43,6 @@ interface StageRow {
   seconds: number;
   peakRssMiB: number;
   childPeakRssMiB: number;
-}
-
-function vmHwmSync(): number {
-  const m = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync("/proc/self/status", "utf8"));
-  return m ? Number(m[1]) * 1024 : 0;
-}
-
-async function vmHwm(pid: number | "self"): Promise<number> {
-  try {
-    const m = /^VmHWM:\s+(\d+) kB$/m.exec(await readFile(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/** Direct children of `pid`, from every thread's children list. */
-async function children(pid: number): Promise<number[]> {
-  const out: number[] = [];
-  for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
-    const text = await readFile(`/proc/${pid}/task/${tid}/children`, "utf8").catch(() => "");
-    for (const p of text.split(/\s+/)) if (p) out.push(Number(p));
-  }
-  return out;
-}
-
-/** Samples the peak RSS of the given processes (or of this process's children) until stopped. */
-function sampler(pids?: () => number[]): { stop(): Promise<number> } {
-  const peaks = new Map<number, number>();
-  const tick = async (): Promise<void> => {
-    for (const p of pids ? pids() : await children(process.pid)) {
-      peaks.set(p, Math.max(peaks.get(p) ?? 0, await vmHwm(p)));
-    }
-  };
-  const timer = setInterval(() => void tick(), 50);
-  return {
-    async stop() {
-      clearInterval(timer);
-      await tick();
-      return pids ? [...peaks.values()].reduce((a, b) => a + b, 0) : Math.max(0, ...peaks.values());
-    },
-  };
 }
 
 /** Incompressible bytes, generated on the fly (AES-256-CTR of zeros). */

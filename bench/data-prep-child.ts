@@ -10,13 +10,14 @@
  */
 
 import { createReadStream } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ArtifactSecret } from "../client/artifact/secret.js";
 import { SshSession } from "../client/ssh/ssh-session.js";
 import { uploadStream, type UploadOptions } from "../client/ssh/upload.js";
 import { loadStackEnv, sshUser } from "../test/support/stack-env.js";
+import { sampler, vmHwm } from "./peak-rss.js";
 
 /** What the child prints. */
 export interface ChildReport {
@@ -28,6 +29,8 @@ export interface ChildReport {
    * from the forking parent's RSS, so a child of a big parent would report the parent's size.
    */
   maxRssBytes: number;
+  /** The largest peak RSS among this process's own children (GNU tar), sampled while they ran. */
+  childMaxRssBytes: number;
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -44,6 +47,7 @@ async function main(argv: string[]): Promise<void> {
     chunkSize: Number(chunk),
     maxInFlight: Number(inFlight),
   };
+  const kids = sampler();
   const t0 = process.hrtime.bigint();
   const session = await SshSession.connect({
     host: env.ssh.host,
@@ -64,7 +68,8 @@ async function main(argv: string[]): Promise<void> {
   const report: ChildReport = {
     seconds,
     ciphertextBytes,
-    maxRssBytes: await vmHwm(),
+    maxRssBytes: await vmHwm("self"),
+    childMaxRssBytes: await kids.stop(),
   };
   process.stdout.write(JSON.stringify(report) + "\n");
 }
@@ -115,12 +120,6 @@ async function originalWay(
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-}
-
-async function vmHwm(): Promise<number> {
-  const m = /^VmHWM:\s+(\d+) kB$/m.exec(await readFile("/proc/self/status", "utf8"));
-  if (!m) throw new Error("no VmHWM in /proc/self/status");
-  return Number(m[1]) * 1024;
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {

@@ -9,6 +9,7 @@ import { finished } from "node:stream/promises";
 import { DigestStream, type DigestResult } from "./digest.js";
 import { encryptInputInWorker } from "./encrypt-worker.js";
 import type { ArtifactSecret } from "./secret.js";
+import type { TarTool } from "./tar-stream.js";
 import { WORKER_CHUNK_BYTES } from "./worker-pipe.js";
 
 /**
@@ -29,6 +30,8 @@ export interface ArtifactStreamOptions {
    * sha256 + bytes of what it sent): hashing twice costs ~1 s of CPU per GiB.
    */
   digest?: boolean;
+  /** Which tar archives a directory (tar-stream.ts); default "auto": GNU tar if present. */
+  tar?: TarTool;
 }
 
 export interface ArtifactStream {
@@ -63,6 +66,7 @@ export async function openArtifactStream(
     const { stream, digest } = await encryptInputInWorker(input, secret, {
       signal: opts.signal,
       digest: wantDigest,
+      tar: opts.tar,
     });
     if (!wantDigest) return { stream };
     const result = digest.then((d) => d ?? Promise.reject(new Error("encryption worker sent no digest")));
@@ -74,7 +78,7 @@ export async function openArtifactStream(
   // thread that, with the worker, never needs them.
   const { encryptStream } = await import("./encrypt-stream.js");
   const { openPlaintext } = await import("./plaintext-source.js");
-  const ciphertext = await encryptStream(await openPlaintext(input), secret);
+  const ciphertext = await encryptStream(await openPlaintext(input, opts.tar), secret);
   if (opts.signal) addAbortSignal(opts.signal, ciphertext);
   if (!wantDigest) return { stream: ciphertext };
   const digest = new DigestStream();

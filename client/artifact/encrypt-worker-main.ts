@@ -14,7 +14,7 @@ import { serveWorkerPipe } from "./worker-pipe.js";
 if (!parentPort) throw new Error("encrypt-worker-main: must run as a worker thread (see encrypt-worker.ts)");
 const data = workerData as EncryptWorkerData;
 serveWorkerPipe(parentPort, async () => {
-  const source = data.input === undefined ? undefined : await openPlaintext(data.input);
+  const source = data.input === undefined ? undefined : await openPlaintext(data.input, data.tar);
   const transform = PgpMessageWriter.create(ArtifactSecret.fromPassphrase(data.passphrase));
   return { transform, source, digest: data.digest };
 });

@@ -8,6 +8,7 @@
 import type { Readable } from "node:stream";
 import { Worker } from "node:worker_threads";
 import type { ArtifactSecret } from "./secret.js";
+import type { TarTool } from "./tar-stream.js";
 import { pipeThroughWorker, type WorkerPipe } from "./worker-pipe.js";
 
 export interface EncryptInWorkerOptions {
@@ -18,6 +19,8 @@ export interface EncryptInWorkerOptions {
 export interface EncryptInputOptions extends EncryptInWorkerOptions {
   /** Also compute sha256 + size of the ciphertext (in the worker); default true. */
   digest?: boolean;
+  /** Which tar archives a directory input; default "auto". */
+  tar?: TarTool;
 }
 
 /** What encrypt-worker-main.ts expects in workerData. */
@@ -27,6 +30,7 @@ export interface EncryptWorkerData {
   input?: string;
   /** Hash the ciphertext too. */
   digest: boolean;
+  tar?: TarTool;
 }
 
 /**
@@ -54,7 +58,7 @@ export async function encryptInputInWorker(
   secret: ArtifactSecret,
   opts: EncryptInputOptions = {},
 ): Promise<Omit<WorkerPipe, "ready">> {
-  const data = { passphrase: secret.passphrase(), input, digest: opts.digest ?? true };
+  const data = { passphrase: secret.passphrase(), input, digest: opts.digest ?? true, tar: opts.tar };
   const pipe = startWorker(data, undefined, opts);
   // Until `ready`, a failure is reported by its rejection; the stream's own 'error' (emitted once the
   // thread is gone) must then not go unhandled. On success the caller's listeners take over.

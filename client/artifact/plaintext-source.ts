@@ -5,13 +5,13 @@
 
 import { open, stat } from "node:fs/promises";
 import type { Readable } from "node:stream";
-import { tarDirectory } from "./tar-stream.js";
+import { tarDirectory, type TarTool } from "./tar-stream.js";
 
 /** Large reads of a single file: fewer, fuller chunks for the encryption. */
 const FILE_READ_BYTES = 1024 * 1024;
 
 /** Rejects with one line, before any stream exists, if `input` is neither a readable dir nor file. */
-export async function openPlaintext(input: string): Promise<Readable> {
+export async function openPlaintext(input: string, tar: TarTool = "auto"): Promise<Readable> {
   const quoted = JSON.stringify(input);
   let isDir: boolean;
   try {
@@ -22,7 +22,7 @@ export async function openPlaintext(input: string): Promise<Readable> {
   } catch (err) {
     throw inputError(quoted, err);
   }
-  if (isDir) return tarDirectory(input);
+  if (isDir) return tarDirectory(input, tar);
   try {
     // Opened now, so a missing permission is reported before any stream exists.
     return (await open(input, "r")).createReadStream({ highWaterMark: FILE_READ_BYTES });

@@ -9,16 +9,32 @@
  * text, so nothing outside the directory is ever read or sent, whatever the links point to. On the
  * compute node such a link is recreated as is (dangling unless the same path exists there).
  * The directory argument itself may be a symlink: the user named it explicitly.
+ *
+ * Two tools write the same archive (see gnu-tar.ts): GNU tar in a child process when the machine has
+ * it (the client image does; it is faster and smaller), else node-tar in this thread.
  */
 
 import { constants } from "node:fs";
 import { access, opendir, stat } from "node:fs/promises";
 import { Readable } from "node:stream";
-import { create } from "tar";
+import { findGnuTar, gnuTarStream } from "./gnu-tar.js";
+
+/** Which tar writes the archive: "auto" = GNU tar if on PATH (≥ 1.28), else the builtin node-tar. */
+export type TarTool = "auto" | "gnu" | "builtin";
 
 /** Entries are relative ("./a/b"), so extraction lands under whatever directory the node chooses. */
-export async function tarDirectory(dir: string): Promise<Readable> {
+export async function tarDirectory(dir: string, tool: TarTool = "auto"): Promise<Readable> {
   await checkDirectory(dir);
+  if (tool !== "builtin") {
+    if (await findGnuTar()) return gnuTarStream(dir);
+    if (tool === "gnu") throw new Error("GNU tar 1.28 or later is not on PATH: install it (Debian: tar)");
+  }
+  return builtinTar(dir);
+}
+
+async function builtinTar(dir: string): Promise<Readable> {
+  // Loaded only here: node-tar is ~10 MiB of RSS in a thread that, with GNU tar, never needs it.
+  const { create } = await import("tar");
   const pack = create(
     {
       cwd: dir,
