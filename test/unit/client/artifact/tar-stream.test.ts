@@ -104,6 +104,28 @@ describe("client/artifact/gnu-tar", () => {
     assert.equal(await findGnuTar(join(work, "no-such-tar")), undefined);
   });
 
+  it("without GNU tar on PATH: 'gnu' is refused in one line, 'auto' falls back to the builtin tar", async () => {
+    const src = join(work, "src");
+    await mkdir(src);
+    await writeFile(join(src, "a"), "x");
+    const path = process.env.PATH;
+    process.env.PATH = work; // a directory with no tar in it
+    try {
+      await assert.rejects(
+        tarDirectory(src, "gnu"),
+        (err: Error) =>
+          /^GNU tar 1\.28 or later is not on PATH: install it/.test(err.message) &&
+          !err.message.includes("\n"),
+      );
+      const out = join(work, "out");
+      await mkdir(out);
+      await pipeline(await tarDirectory(src, "auto"), extract({ cwd: out }));
+      assert.deepEqual(await snapshot(out), await snapshot(src));
+    } finally {
+      process.env.PATH = path;
+    }
+  });
+
   it("writes GNU tar's archive with relative names, numeric owner 0 and modes kept", async () => {
     const src = join(work, "src");
     await mkdir(join(src, "sub"), { recursive: true });
