@@ -1,24 +1,26 @@
 /**
- * Atomic upload of a stream (ciphertext) to the remote at-rest directory over SFTP.
+ * Atomic upload of a stream (ciphertext) to the remote at-rest directory.
  *
  * Bytes go to `<dir>/<name>.part`, and only a complete, closed file is renamed to `<name>` — so a
  * reader (the job, or job-prep reading an info file) never sees a partial artifact under its final
  * name. Any failure (source error, write error, abort, dropped connection) removes the `.part`.
  *
- * Writes are pipelined: ssh2's `createWriteStream` waits for each 32 KiB WRITE's status before
- * sending the next, so throughput is bounded by round trips (~15 MB/s here). We keep up to
- * `maxInFlight` WRITE requests outstanding at increasing offsets, and pull from the source only when
- * a slot is free, so memory stays at about `maxInFlight × chunkSize` whatever the data size. SFTP
- * needs no remote shell, so the path is never interpreted by one.
+ * SFTP creates the `.part` (its status codes tell "permission denied" from "no such directory"),
+ * renames and removes it. The bytes themselves go into `cat` on an exec channel (cat-channel.ts, the
+ * cheaper path), or as pipelined SFTP WRITEs (sftp-writer.ts) where the server runs no commands or
+ * `transport: "sftp"` asks for it. Either way memory stays bounded by the SSH window or the WRITEs
+ * in flight, whatever the data size, and no remote shell ever parses the path.
  */
 
-import { createHash } from "node:crypto";
 import { addAbortSignal, type Readable } from "node:stream";
 import type { SFTPWrapper } from "ssh2";
+import { CatFailed, ChannelLost, openCat } from "./cat-channel.js";
 import { checkRemoteDir, checkRemoteName, remotePath } from "./remote-name.js";
 import { SFTP_STATUS, sftpStatus, shortMessage } from "./sftp-errors.js";
 import { RenameError, replace, sftpClose, sftpUnlink } from "./sftp-ops.js";
+import { pipelinedWrite } from "./sftp-writer.js";
 import type { SshSession } from "./ssh-session.js";
+import { SourceError, type Written } from "./written.js";
 
 export interface UploadOptions {
   dir: string;
@@ -30,6 +32,13 @@ export interface UploadOptions {
   chunkSize?: number;
   /** WRITE requests kept outstanding; default 64. */
   maxInFlight?: number;
+  /**
+   * How the bytes travel: "auto" (default) streams them into `cat` on an exec channel and falls
+   * back to SFTP WRITEs where no command can run; "sftp" always uses SFTP.
+   */
+  transport?: "auto" | "sftp";
+  /** The remote command for "auto"; tests replace it to exercise the fallback. Default CAT_COMMAND. */
+  catCommand?: string;
 }
 
 export interface UploadResult {
@@ -38,6 +47,8 @@ export interface UploadResult {
   bytes: number;
   /** Hex sha256 of the bytes sent, computed while streaming. */
   sha256: string;
+  /** Which transport carried the bytes. */
+  transport: "cat" | "sftp";
 }
 
 const DEFAULT_CHUNK = 32 * 1024;
@@ -62,22 +73,42 @@ export async function uploadStream(
   const sftp = await session.sftp();
   let handle: Buffer | undefined;
   let created = false;
+  let abortCat: (() => Promise<void>) | undefined;
   try {
     handle = await sftpOpen(sftp, partPath, opts.mode ?? 0o600);
     created = true;
-    const written = await pipelinedWrite(sftp, handle, source, {
-      chunkSize: opts.chunkSize ?? DEFAULT_CHUNK,
-      maxInFlight: opts.maxInFlight ?? DEFAULT_IN_FLIGHT,
-    });
-    const h = handle;
-    handle = undefined;
-    await sftpClose(sftp, h); // the server reports deferred write errors (NFS, quota) at close
+    let written: Written | undefined;
+    let transport: UploadResult["transport"] = "sftp";
+    if ((opts.transport ?? "auto") === "auto") {
+      await sftpClose(sftp, handle); // cat opens the file itself; it keeps the mode set here
+      handle = undefined;
+      const cat = await openCat(session.client, partPath, opts.catCommand);
+      if (cat) {
+        abortCat = () => cat.abort();
+        written = await cat.write(source);
+        abortCat = undefined;
+        transport = "cat";
+      } else {
+        handle = await sftpOpen(sftp, partPath, opts.mode ?? 0o600);
+      }
+    }
+    if (!written && handle) {
+      written = await pipelinedWrite(sftp, handle, source, {
+        chunkSize: opts.chunkSize ?? DEFAULT_CHUNK,
+        maxInFlight: opts.maxInFlight ?? DEFAULT_IN_FLIGHT,
+      });
+      const h = handle;
+      handle = undefined;
+      await sftpClose(sftp, h); // the server reports deferred write errors (NFS, quota) at close
+    }
+    if (!written) throw new Error("no transport carried the data"); // unreachable: SFTP is the fallback
     await replace(sftp, partPath, finalPath);
     created = false;
-    return { path: finalPath, bytes: written.bytes, sha256: written.sha256 };
+    return { path: finalPath, bytes: written.bytes, sha256: written.sha256, transport };
   } catch (err) {
     const message = await describeUploadError(err, sftp, ctx, opts.signal);
     // Bounded: on a dead connection ssh2 may never answer, and the caller must still get its error.
+    if (abortCat) await bounded(abortCat());
     if (handle) await bounded(sftpClose(sftp, handle));
     if (created) await bounded(sftpUnlink(sftp, partPath));
     source.destroy();
@@ -85,85 +116,6 @@ export async function uploadStream(
   } finally {
     sftp.end();
   }
-}
-
-/** Which source/stage failed: the source's own errors must not be mistaken for remote ones. */
-class SourceError extends Error {}
-
-async function pipelinedWrite(
-  sftp: SFTPWrapper,
-  handle: Buffer,
-  source: Readable,
-  limits: { chunkSize: number; maxInFlight: number },
-): Promise<{ bytes: number; sha256: string }> {
-  const hash = createHash("sha256");
-  let position = 0;
-  let inFlight = 0;
-  let failure: unknown;
-  let wake: (() => void) | undefined;
-  // Small source chunks (openpgp emits many) are gathered into full requests; big ones are sliced.
-  let pending: Buffer[] = [];
-  let pendingLen = 0;
-
-  const settled = (): void => {
-    const w = wake;
-    wake = undefined;
-    w?.();
-  };
-  const send = (buf: Buffer): void => {
-    const at = position;
-    position += buf.length;
-    inFlight++;
-    sftp.write(handle, buf, 0, buf.length, at, (err) => {
-      inFlight--;
-      if (err && failure === undefined) failure = err;
-      settled();
-    });
-  };
-  const waitBelow = async (n: number): Promise<void> => {
-    while (inFlight > n && failure === undefined) await new Promise<void>((r) => (wake = r));
-    if (failure !== undefined) throw failure;
-  };
-  const flushFull = async (): Promise<void> => {
-    while (pendingLen >= limits.chunkSize) {
-      await waitBelow(limits.maxInFlight - 1);
-      const all = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, pendingLen);
-      send(all.subarray(0, limits.chunkSize));
-      const rest = all.subarray(limits.chunkSize);
-      pending = rest.length ? [rest] : [];
-      pendingLen = rest.length;
-    }
-  };
-
-  const iterator = source[Symbol.asyncIterator]();
-  try {
-    for (;;) {
-      let next: IteratorResult<unknown>;
-      try {
-        next = await iterator.next();
-      } catch (err) {
-        throw new SourceError(shortMessage(err), { cause: err });
-      }
-      if (next.done) break;
-      if (failure !== undefined) throw failure;
-      const chunk = typeof next.value === "string" ? Buffer.from(next.value) : (next.value as Buffer);
-      hash.update(chunk);
-      pending.push(chunk);
-      pendingLen += chunk.length;
-      await flushFull();
-    }
-    if (pendingLen > 0) {
-      await waitBelow(limits.maxInFlight - 1);
-      send(pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, pendingLen));
-    }
-    await waitBelow(0);
-  } catch (err) {
-    // Let outstanding requests finish before the caller closes and unlinks the handle.
-    while (inFlight > 0) await new Promise<void>((r) => (wake = r));
-    await iterator.return?.();
-    throw err;
-  }
-  return { bytes: position, sha256: hash.digest("hex") };
 }
 
 function sftpOpen(sftp: SFTPWrapper, path: string, mode: number): Promise<Buffer> {
@@ -196,6 +148,15 @@ async function describeUploadError(
   if (signal?.aborted) return `upload of ${ctx.name} to ${ctx.host} aborted`;
   if (err instanceof SourceError)
     return `upload of ${ctx.name} to ${ctx.host} failed: reading the data: ${err.message}`;
+  if (err instanceof ChannelLost) return `connection to ${ctx.host} lost while writing ${ctx.partPath}`;
+  if (err instanceof CatFailed) {
+    if (
+      /no space left/i.test(err.detail) ||
+      (!/quota/i.test(err.detail) && (await remoteDiskFull(sftp, ctx.dir)))
+    )
+      return `remote disk full writing ${ctx.partPath} on ${ctx.host}`;
+    return `remote write failed for ${ctx.partPath} on ${ctx.host}: ${err.message} (quota exceeded or I/O error on the remote filesystem?)`;
+  }
   const status = sftpStatus(err instanceof OpenError ? err.original : err);
   switch (status) {
     case SFTP_STATUS.PERMISSION_DENIED:
