@@ -3,7 +3,7 @@
  * the peak RSS it reports is that method's alone (an entry point, not via run.js, which would load
  * every benchmark's modules). Prints one JSON line (ChildReport) on stdout.
  *
- *   node dist/bench/data-prep-child.js <ours|original> <input dir> <remote name> <chunk bytes> <in flight>
+ *   node dist/bench/data-prep-child.js <ours|original> <input dir> <remote name> <chunk bytes> <in flight> [auto|sftp]
  *
  * Only what the method needs is loaded, and only when it needs it: "ours" must not carry openpgp.js
  * or node-tar on the calling thread, since data-prep does not either.
@@ -34,10 +34,14 @@ export interface ChildReport {
 }
 
 async function main(argv: string[]): Promise<void> {
-  const [method, input, name, chunk, inFlight] = argv;
+  const [method, input, name, chunk, inFlight, transport = "auto"] = argv;
   if (!method || !input || !name || !chunk || !inFlight) {
-    throw new Error("usage: data-prep-child <ours|original> <input> <name> <chunk bytes> <in flight>");
+    throw new Error(
+      "usage: data-prep-child <ours|original> <input> <name> <chunk bytes> <in flight> [auto|sftp]",
+    );
   }
+  if (transport !== "auto" && transport !== "sftp")
+    throw new Error(`unknown transport ${JSON.stringify(transport)}`);
   const env = loadStackEnv();
   const alice = sshUser(env, "alice");
   const secret = ArtifactSecret.generate();
@@ -46,6 +50,7 @@ async function main(argv: string[]): Promise<void> {
     name,
     chunkSize: Number(chunk),
     maxInFlight: Number(inFlight),
+    transport,
   };
   const kids = sampler();
   const t0 = process.hrtime.bigint();

@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- data-prep`: a directory → encrypted artifact uploaded to the bench's sshd as
  * alice, three ways, each in its own process(es) so peak RSS is the method's own:
- *   - ours: openArtifactStream (tar + encryption + sha256 in a worker thread) → uploadStream (SFTP);
+ *   - ours: openArtifactStream (tar + encryption in a worker thread) → uploadStream (cat on an exec channel, or SFTP);
  *   - (a) `tar -c | gpg --symmetric --cipher-algo AES256 | ssh alice@… 'cat > …'`, three processes
  *     piped together (no shell on this side);
  *   - (b) the original's way: the whole tar read into memory, encrypted in one openpgp.js call
@@ -32,7 +32,7 @@ import type { ChildReport } from "./data-prep-child.js";
 import { ensureDataset, type Dataset } from "./dataset.js";
 
 export const DATA_PREP_USAGE =
-  "data-prep [--gib N] [--big-gib M] [--repeat R] [--skip-original] [--sftp-chunk-kib K] [--in-flight N] [--json]   dir → encrypt → upload: ours vs tar|gpg|ssh vs in-memory";
+  "data-prep [--gib N] [--big-gib M] [--repeat R] [--skip-original] [--transport auto|sftp] [--sftp-chunk-kib K] [--in-flight N] [--json]   dir → encrypt → upload: ours vs tar|gpg|ssh vs in-memory";
 
 const MIB = 1024 * 1024;
 /** SFTP WRITEs outstanding for ours and (b): 8 × 255 KiB ≈ 2 MiB in flight. */
@@ -64,13 +64,18 @@ export async function dataPrepBench(argv: string[]): Promise<number> {
       "big-gib": { type: "string", default: "4" },
       repeat: { type: "string", default: "3" },
       "skip-original": { type: "boolean", default: false },
+      transport: { type: "string", default: "auto" },
       "sftp-chunk-kib": { type: "string" },
       "in-flight": { type: "string" },
       json: { type: "boolean", default: false },
     },
   });
-  // Ours uploads as data-prep should: whole artifact chunks per WRITE (see ARTIFACT_CHUNK_BYTES).
-  const upload: Pick<UploadOptions, "chunkSize" | "maxInFlight"> = {
+  const transport = values.transport;
+  if (transport !== "auto" && transport !== "sftp") throw new Error("--transport wants auto or sftp");
+  // Ours uploads as data-prep does: cat on an exec channel ("auto"), or whole artifact chunks per
+  // SFTP WRITE (see ARTIFACT_CHUNK_BYTES) where it falls back, or with --transport sftp.
+  const upload: Pick<UploadOptions, "chunkSize" | "maxInFlight" | "transport"> = {
+    transport,
     chunkSize:
       values["sftp-chunk-kib"] === undefined
         ? ARTIFACT_CHUNK_BYTES
@@ -193,7 +198,7 @@ interface RunContext {
   local: string;
   children: Set<ChildProcess>;
   signal: AbortSignal;
-  upload: Pick<UploadOptions, "chunkSize" | "maxInFlight">;
+  upload: Pick<UploadOptions, "chunkSize" | "maxInFlight" | "transport">;
 }
 
 /**
@@ -210,7 +215,14 @@ async function warmCache(dataset: Dataset, run: RunContext): Promise<void> {
 
 async function runOurs(dataset: Dataset, gib: number, name: string, run: RunContext): Promise<Row> {
   const report = await runNodeChild("ours", dataset, name, run);
-  return row("ours: GNU tar → worker (encrypt) → SFTP", gib, dataset, report, "process peak (VmHWM) + tar's");
+  const via = run.upload.transport === "sftp" ? "SFTP" : "ssh cat";
+  return row(
+    `ours: GNU tar → worker (encrypt) → ${via}`,
+    gib,
+    dataset,
+    report,
+    "process peak (VmHWM) + tar's",
+  );
 }
 
 async function runOriginal(dataset: Dataset, gib: number, name: string, run: RunContext): Promise<Row> {
@@ -224,8 +236,16 @@ async function runOriginal(dataset: Dataset, gib: number, name: string, run: Run
  */
 async function runNodeChild(method: string, dataset: Dataset, name: string, run: RunContext) {
   const entry = fileURLToPath(new URL("./data-prep-child.js", import.meta.url));
-  const { chunkSize, maxInFlight } = run.upload;
-  const args = [entry, method, dataset.dir, name, String(chunkSize), String(maxInFlight)];
+  const { chunkSize, maxInFlight, transport } = run.upload;
+  const args = [
+    entry,
+    method,
+    dataset.dir,
+    name,
+    String(chunkSize),
+    String(maxInFlight),
+    transport ?? "auto",
+  ];
   const [out] = await spawnAll([{ file: process.execPath, args }], run);
   const last = (out ?? "").trim().split("\n").pop() ?? "";
   return JSON.parse(last) as ChildReport;

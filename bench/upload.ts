@@ -1,7 +1,8 @@
 /**
  * `npm run bench -- upload`: 512 MiB of generated data uploaded as alice to her scratch dir on the
- * bench's sshd three ways, printed side by side in MB/s:
- *   - ours: `uploadStream` (SFTP, pipelined WRITEs, `.part` + atomic rename, sha256 on the fly);
+ * bench's sshd four ways, printed side by side in MB/s:
+ *   - ours: `uploadStream` (`.part` + atomic rename, sha256 on the fly), with the bytes going into
+ *     `cat` on an exec channel (its default), then as pipelined SFTP WRITEs (its fallback);
  *   - ssh2's plain `sftp.createWriteStream` (the baseline a straightforward port would use);
  *   - OpenSSH `scp` of a same-size local file (recent OpenSSH scp speaks SFTP underneath).
  * Everything it writes (remote files, the local temp file) is removed when it ends or fails.
@@ -23,7 +24,7 @@ import { uploadStream } from "../client/ssh/upload.js";
 import { loadStackEnv, sshUser } from "../test/support/stack-env.js";
 
 export const UPLOAD_USAGE =
-  "upload [--mib N] [--chunk-kib K] [--in-flight N] [--json]   SFTP upload: pipelined vs ssh2 createWriteStream vs scp";
+  "upload [--mib N] [--chunk-kib K] [--in-flight N] [--json]   upload: ours (cat, SFTP pipelined) vs ssh2 createWriteStream vs scp";
 
 interface Row {
   method: string;
@@ -72,7 +73,12 @@ export async function uploadBench(argv: string[]): Promise<number> {
   const env = loadStackEnv();
   const alice = sshUser(env, "alice");
   const tag = randomBytes(4).toString("hex");
-  const names = { ours: `bench-${tag}-ours`, plain: `bench-${tag}-plain`, scp: `bench-${tag}-scp` };
+  const names = {
+    cat: `bench-${tag}-cat`,
+    ours: `bench-${tag}-ours`,
+    plain: `bench-${tag}-plain`,
+    scp: `bench-${tag}-scp`,
+  };
   const session = await SshSession.connect({
     host: env.ssh.host,
     port: env.ssh.port,
@@ -84,8 +90,13 @@ export async function uploadBench(argv: string[]): Promise<number> {
   const rows: Row[] = [];
   try {
     rows.push(
+      await timed("ours: cat on an exec channel + rename (data-prep's default)", size, async () => {
+        await uploadStream(session, generated(size), { dir: alice.scratch, name: names.cat });
+      }),
+    );
+    rows.push(
       await timed(
-        `ours: SFTP pipelined (${maxInFlight} × ${chunkSize / 1024} KiB) + rename`,
+        `ours: SFTP pipelined (${maxInFlight} × ${chunkSize / 1024} KiB) + rename (the fallback)`,
         size,
         async () => {
           await uploadStream(session, generated(size), {
@@ -93,6 +104,7 @@ export async function uploadBench(argv: string[]): Promise<number> {
             name: names.ours,
             chunkSize,
             maxInFlight,
+            transport: "sftp",
           });
         },
       ),
@@ -147,11 +159,10 @@ export async function uploadBench(argv: string[]): Promise<number> {
         `  ${r.method.padEnd(w)}  ${r.seconds.toFixed(2).padStart(7)} s  ${r.mbPerSec.toFixed(1).padStart(7)} MB/s\n`,
       );
     }
-    const ours = rows[0];
-    const plain = rows[1];
-    if (ours && plain)
+    const [cat, pipelined, plain] = rows;
+    if (cat && pipelined && plain)
       process.stdout.write(
-        `  pipelined / createWriteStream: ${(ours.mbPerSec / plain.mbPerSec).toFixed(1)}×\n`,
+        `  cat / createWriteStream: ${(cat.mbPerSec / plain.mbPerSec).toFixed(1)}×, pipelined SFTP / createWriteStream: ${(pipelined.mbPerSec / plain.mbPerSec).toFixed(1)}×\n`,
       );
   }
   return 0;
