@@ -2,7 +2,7 @@
  * `npm run bench -- container-prep [--mib N] [--json]`: an image of about N MiB (default 512: the
  * bench's busybox plus four layers of incompressible random files), built by the bench's dockerd, taken
  * through client/container stage by stage — export, flatten, prepare, squashfs, sif, then
- * encrypt+ship (openpgp.js encryptStream of the SIF → pipelined SFTP upload as alice) — with the wall
+ * encrypt+ship (openpgp.js encryptStream of the SIF → uploadStream as alice) — with the wall
  * time and peak RSS of each stage; beside it, in the same run, the original's way:
  * `docker save | gpg --symmetric --cipher-algo AES256 | ssh alice@bench 'cat > f'`.
  *

@@ -80,7 +80,7 @@ async function main(argv: string[]): Promise<void> {
 }
 
 /**
- * As data-prep ships it: tar + encryption in the worker, SFTP upload here. uploadStream hashes what it
+ * As data-prep ships it: tar + encryption in the worker, the upload here. uploadStream hashes what it
  * sends (that sha256 goes into the info file), so the artifact stream need not hash too.
  */
 async function ours(

@@ -14,7 +14,7 @@ import { Gpg, makeRandomTree, snapshot, tempDir } from "../../unit/client/artifa
 // The whole data-prep data path against the bench's real sshd: a directory → openArtifactStream (tar +
 // encryption in the worker) → uploadStream as alice → GnuPG on the uploaded file → tar -x. The
 // scratch dir is the "remote" filesystem and is local here, so gpg reads the upload where it landed.
-describe("client: artifact stream → SFTP upload → gpg --decrypt | tar -x", () => {
+describe("client: artifact stream → SSH upload → gpg --decrypt | tar -x", () => {
   let work: string;
   let session: SshSession;
   let scratch: string;
