@@ -16,8 +16,7 @@
 import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { Client, ClientChannel } from "ssh2";
-import { shortMessage } from "./sftp-errors.js";
-import { SourceError, type Written } from "./written.js";
+import { sourceChunks, type Written } from "./written.js";
 
 const READY = "hpcs-cat-ready";
 
@@ -107,18 +106,9 @@ export class CatChannel {
   async write(source: Readable): Promise<Written> {
     const hash = createHash("sha256");
     let bytes = 0;
-    const iterator = source[Symbol.asyncIterator]();
     try {
-      for (;;) {
-        let next: IteratorResult<unknown>;
-        try {
-          next = await iterator.next();
-        } catch (err) {
-          throw new SourceError(shortMessage(err), { cause: err });
-        }
-        if (next.done) break;
+      for await (const chunk of sourceChunks(source)) {
         if (this.exit || this.closed) throw this.failure();
-        const chunk = typeof next.value === "string" ? Buffer.from(next.value) : (next.value as Buffer);
         hash.update(chunk);
         bytes += chunk.length;
         if (!this.channel.write(chunk))
@@ -128,9 +118,6 @@ export class CatChannel {
       await this.until(() => this.closed);
       if (this.exit?.code !== 0) throw this.failure();
       return { bytes, sha256: hash.digest("hex") };
-    } catch (err) {
-      await iterator.return?.();
-      throw err;
     } finally {
       this.client.off("close", this.onClientClose);
     }

@@ -9,8 +9,7 @@
 import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { SFTPWrapper } from "ssh2";
-import { shortMessage } from "./sftp-errors.js";
-import { SourceError, type Written } from "./written.js";
+import { sourceChunks, type Written } from "./written.js";
 
 /**
  * Writes `source` to an open handle at increasing offsets with up to `maxInFlight` WRITEs outstanding,
@@ -61,18 +60,9 @@ export async function pipelinedWrite(
     }
   };
 
-  const iterator = source[Symbol.asyncIterator]();
   try {
-    for (;;) {
-      let next: IteratorResult<unknown>;
-      try {
-        next = await iterator.next();
-      } catch (err) {
-        throw new SourceError(shortMessage(err), { cause: err });
-      }
-      if (next.done) break;
+    for await (const chunk of sourceChunks(source)) {
       if (failure !== undefined) throw failure;
-      const chunk = typeof next.value === "string" ? Buffer.from(next.value) : (next.value as Buffer);
       hash.update(chunk);
       pending.push(chunk);
       pendingLen += chunk.length;
@@ -86,7 +76,6 @@ export async function pipelinedWrite(
   } catch (err) {
     // Let outstanding requests finish before the caller closes and unlinks the handle.
     while (inFlight > 0) await new Promise<void>((r) => (wake = r));
-    await iterator.return?.();
     throw err;
   }
   return { bytes: position, sha256: hash.digest("hex") };
