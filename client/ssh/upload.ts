@@ -88,11 +88,10 @@ export async function uploadStream(
         written = await cat.write(source);
         abortCat = undefined;
         transport = "cat";
-      } else {
-        handle = await sftpOpen(sftp, partPath, opts.mode ?? 0o600);
       }
     }
-    if (!written && handle) {
+    if (!written) {
+      handle ??= await sftpOpen(sftp, partPath, opts.mode ?? 0o600); // again, when no cat could run
       written = await pipelinedWrite(sftp, handle, source, {
         chunkSize: opts.chunkSize ?? DEFAULT_CHUNK,
         maxInFlight: opts.maxInFlight ?? DEFAULT_IN_FLIGHT,
@@ -101,7 +100,6 @@ export async function uploadStream(
       handle = undefined;
       await sftpClose(sftp, h); // the server reports deferred write errors (NFS, quota) at close
     }
-    if (!written) throw new Error("no transport carried the data"); // unreachable: SFTP is the fallback
     await replace(sftp, partPath, finalPath);
     created = false;
     return { path: finalPath, bytes: written.bytes, sha256: written.sha256, transport };
